@@ -1,0 +1,60 @@
+"""`probekit` command line. Each subcommand lives in `probekit/commands/<name>.py` and defines
+`add_parser(subparsers)` (arguments only, no heavy imports) and `run(args) -> int`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# Subcommand name -> module. Modules are imported to build the parser; keep their top level light.
+COMMANDS = {
+    "toy": "probekit.commands.toy",
+    "probe": "probekit.commands.probe",
+    "icl": "probekit.commands.icl",
+    "compare": "probekit.commands.compare",
+    "run": "probekit.commands.run",
+    "demo": "probekit.commands.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="probekit",
+        description="Train ICL-theory toy transformers and probe them side by side with GPT-2.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, modname in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as e:  # a command whose module is absent is simply not offered
+            if e.name == modname:
+                continue
+            raise
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from toy.config import ConfigError
+    from toy.runio import RunError
+    from .errors import ProbekitError
+
+    try:
+        return int(args._run(args) or 0)
+    except (ConfigError, RunError, ProbekitError) as e:
+        print(f"probekit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"probekit {args.command}: interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Config plumbing shared by every toy setting: `--set key=value` overrides and range checks.
+
+A setting's config is a plain dataclass. `apply_overrides` turns `["d=64", "lr=0.5"]` into a new
+instance, coercing each value to the field's type; unknown keys and bad values raise `ConfigError`
+naming the knob and what is valid, before any work is done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be used. The message names the knob and the fix."""
+
+
+def _coerce(name: str, raw: str, ftype: Any) -> Any:
+    origin = typing.get_origin(ftype)
+    args = typing.get_args(ftype)
+    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+        non_none = [a for a in args if a is not type(None)]
+        if raw.strip().lower() in ("none", "null", ""):
+            if type(None) in args:
+                return None
+        for a in non_none:
+            try:
+                return _coerce(name, raw, a)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{name}={raw!r}: expected one of {[getattr(a, '__name__', str(a)) for a in non_none]}")
+    if origin in (list, tuple):
+        inner = args[0] if args else str
+        parts = [p for p in raw.replace(";", ",").split(",") if p.strip()]
+        vals = [_coerce(name, p.strip(), inner) for p in parts]
+        return tuple(vals) if origin is tuple else vals
+    if origin is typing.Literal:
+        if raw not in args:
+            raise ConfigError(f"{name}={raw!r}: must be one of {list(args)}")
+        return raw
+    if ftype is bool:
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r}: expected a boolean (true/false)")
+    if ftype is int:
+        try:
+            f = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+        if not math.isfinite(f) or f != int(f):
+            raise ConfigError(f"{name}={raw!r}: expected an integer")
+        return int(f)
+    if ftype is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if ftype is str:
+        return raw
+    raise ConfigError(f"{name}: cannot parse values of type {ftype!r} from the command line")
+
+
+def field_types(cfg_cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cfg_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cfg_cls)}
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (for example --set d=64)")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def apply_overrides(cfg: Any, items: Iterable[str] | dict[str, Any]) -> Any:
+    """Return a copy of dataclass `cfg` with `items` applied ("key=value" strings or a dict).
+
+    Raises ConfigError for unknown keys (listing the valid ones) and for values that do not parse.
+    Calls `cfg.validate()` on the result when the class defines it.
+    """
+    types = field_types(type(cfg))
+    raw = items if isinstance(items, dict) else parse_overrides(items)
+    changes: dict[str, Any] = {}
+    for k, v in raw.items():
+        if k not in types:
+            close = [n for n in types if k.lower() in n.lower() or n.lower() in k.lower()]
+            hint = f" Did you mean {close}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {k!r} for {type(cfg).__name__}.{hint} Valid keys: {sorted(types)}"
+            )
+        changes[k] = _coerce(k, v, types[k]) if isinstance(v, str) and types[k] is not str else v
+    new = dataclasses.replace(cfg, **changes)
+    if hasattr(new, "validate"):
+        new.validate()
+    return new
+
+
+def config_from_dict(cfg_cls: type, data: dict[str, Any]) -> Any:
+    """Rebuild a config dataclass from its JSON dict (lists become tuples where the field says so)."""
+    types = field_types(cfg_cls)
+    unknown = set(data) - set(types)
+    if unknown:
+        raise ConfigError(f"unknown config keys {sorted(unknown)} for {cfg_cls.__name__}")
+    kwargs = {}
+    for k, v in data.items():
+        if isinstance(v, list) and typing.get_origin(types[k]) is tuple:
+            v = tuple(v)
+        kwargs[k] = v
+    return cfg_cls(**kwargs)
+
+
+# --- range checks used by the settings' validate() -------------------------------------------
+
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}={value!r}: must be an integer")
+    _check_range(name, value, lo, hi)
+
+
+def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{name}={value!r}: must be a finite number")
+    _check_range(name, value, lo, hi, lo_open, hi_open)
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: must be one of {choices}")
+
+
+def _check_range(name, value, lo, hi, lo_open=False, hi_open=False) -> None:
+    bad_lo = lo is not None and (value <= lo if lo_open else value < lo)
+    bad_hi = hi is not None and (value >= hi if hi_open else value > hi)
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+        raise ConfigError(f"{name}={value!r} is out of range: valid range is {rng}")
