@@ -1,0 +1,189 @@
+"""Probe artifacts: a fitted probe plus everything needed to use it safely, as safetensors + JSON.
+
+    save_probe(probe, "probes/animacy", model_identity=lm.identity(), hook="blocks.6.hook_resid_post",
+               position="word", dataset_hash=sha)
+    probe = load_probe("probes/animacy", model=lm, hook="blocks.6.hook_resid_post")
+    probe.predict(acts)
+
+An artifact is a directory with
+    probe.safetensors   coef [k', d], intercept [k'], direction [d] or [k, d] (float64)
+    probe.json          format, probe name and constructor parameters, classes, width, model identity
+                        (model id, kind, processing flags, sizes), hook, position rule, dataset hash,
+                        library versions, `extra`
+written under a temporary name and renamed into place (never half-written). No pickle.
+`load_probe(..., model=..., hook=...)` raises ProbeMismatchError when the model identity or hook
+differs from the one the probe was trained on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, ProbeMismatchError
+
+FORMAT = "probekit-probe"
+FORMAT_VERSION = 1
+TENSORS = "probe.safetensors"
+META = "probe.json"
+# identity fields compared on load (when both sides have them)
+IDENTITY_KEYS = ("model_id", "kind", "processing", "n_layers", "d_model")
+
+
+def dataset_hash(*arrays_or_text) -> str:
+    """A short sha256 of the data a probe was trained on (arrays, strings or JSON-able objects)."""
+    h = hashlib.sha256()
+    for a in arrays_or_text:
+        if isinstance(a, np.ndarray):
+            h.update(str(a.dtype).encode() + str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes() if a.dtype.kind != "O" else json.dumps(a.tolist()).encode())
+        elif isinstance(a, (bytes, bytearray)):
+            h.update(a)
+        else:
+            h.update(json.dumps(a, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _identity_dict(model) -> dict:
+    if model is None:
+        return {}
+    if isinstance(model, dict):
+        return dict(model)
+    if isinstance(model, str):
+        return {"model_id": model}
+    if hasattr(model, "identity"):
+        return dict(model.identity())
+    raise ProbeMismatchError(f"model must be a LoadedModel, an identity dict or a model id string; got {type(model).__name__}")
+
+
+def is_probe_dir(path) -> bool:
+    p = Path(path)
+    return (p / META).is_file() and (p / TENSORS).is_file()
+
+
+def save_probe(probe, path, *, model_identity: dict, hook: str, position: str, dataset_hash: str,
+               extra: dict | None = None, overwrite: bool = True) -> Path:
+    """Write a fitted probe to directory `path` atomically. Returns the path.
+
+    An existing probe artifact at `path` is replaced (unless overwrite=False); a non-empty directory
+    that is not a probe artifact is refused."""
+    from safetensors.numpy import save
+
+    from toy.runio import atomic_write_bytes, library_versions, to_jsonable
+
+    from .probes import probe_name
+
+    if not hasattr(probe, "coef_"):
+        raise DataError("the probe is not fitted: call probe.fit(X, y) before save_probe")
+    try:
+        name = probe_name(probe)
+    except KeyError:
+        raise DataError(f"save_probe supports LogisticProbe, MassMeanProbe and LDAProbe; got {type(probe).__name__}") from None
+    if not isinstance(hook, str) or not hook:
+        raise DataError("save_probe needs the hook name the activations came from (hook=...)")
+    ident = _identity_dict(model_identity)
+    if "model_id" not in ident:
+        raise DataError("model_identity must hold at least 'model_id' (use LoadedModel.identity())")
+    target = Path(path).resolve()
+    if target.exists():
+        if not target.is_dir():
+            raise DataError(f"{target} exists and is not a directory; choose another path for the probe")
+        if any(target.iterdir()):
+            if not is_probe_dir(target):
+                raise DataError(f"{target} is not empty and is not a probe artifact; choose an empty or new directory")
+            if not overwrite:
+                raise DataError(f"{target} already holds a probe; pass overwrite=True or choose another path")
+    classes = [c.item() if hasattr(c, "item") else c for c in probe.classes_]
+    fitted = {k: to_jsonable(v) for k, v in vars(probe).items()
+              if k.endswith("_") and k not in ("coef_", "intercept_", "direction_", "classes_", "n_features_in_")
+              and not k.startswith("_") and isinstance(v, (int, float, str, bool))}
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "probe": name, "params": to_jsonable(probe.get_params()), "fitted": fitted,
+        "classes": classes, "n_features_in": int(probe.n_features_in_),
+        "model": ident, "hook": hook, "position": position,
+        "processing": ident.get("processing"), "dataset_hash": dataset_hash,
+        "versions": library_versions(), "extra": to_jsonable(extra or {}),
+    }
+    text = json.dumps(to_jsonable(meta), indent=2, allow_nan=False) + "\n"
+    tensors = {"coef": np.ascontiguousarray(probe.coef_, dtype=np.float64),
+               "intercept": np.ascontiguousarray(probe.intercept_, dtype=np.float64),
+               "direction": np.ascontiguousarray(probe.direction_, dtype=np.float64)}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        atomic_write_bytes(tmp / TENSORS, save(tensors, metadata={"format": FORMAT}))
+        atomic_write_bytes(tmp / META, text.encode())
+        if target.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, trash / "old")
+            os.replace(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_probe_meta(path) -> dict[str, Any]:
+    p = Path(path)
+    if not is_probe_dir(p):
+        raise DataError(f"no probe artifact at {p}: expected {META} and {TENSORS} (written by save_probe / `probekit probe`)")
+    try:
+        meta = json.loads((p / META).read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p / META} is not valid JSON ({e}); save the probe again") from e
+    if meta.get("format") != FORMAT:
+        raise DataError(f"{p / META} is not a probekit probe (format {meta.get('format')!r})")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise DataError(f"{p} was written by a newer probekit (format {meta['format_version']}); upgrade probekit")
+    return meta
+
+
+def check_identity(meta: dict, model=None, hook: str | None = None, path="probe") -> None:
+    """Raise ProbeMismatchError if `model` / `hook` differ from those stored in `meta`."""
+    if hook is not None and hook != meta.get("hook"):
+        raise ProbeMismatchError(
+            f"{path} was trained on hook {meta.get('hook')!r}, not {hook!r}: use activations from "
+            f"{meta.get('hook')!r} or train a probe for {hook!r}")
+    want = _identity_dict(model)
+    have = meta.get("model") or {}
+    diffs = [f"{k}: probe has {have.get(k)!r}, model has {want.get(k)!r}"
+             for k in IDENTITY_KEYS if k in want and k in have and want[k] != have[k]]
+    if diffs:
+        raise ProbeMismatchError(
+            f"{path} was trained on a different model ({'; '.join(diffs)}). A direction learned on one model "
+            "(or on processed vs raw weights) does not transfer: load it with the model it was trained on, "
+            "or train a new probe")
+
+
+def load_probe(path, *, model=None, hook: str | None = None):
+    """Load a probe saved by `save_probe`. With `model` (LoadedModel, identity dict or model id) and/or
+    `hook`, refuse (ProbeMismatchError) if they differ from what the probe was trained on.
+    The returned probe carries the stored metadata as `probe.metadata_`."""
+    from safetensors.numpy import load_file
+
+    from .probes import make_probe
+
+    p = Path(path)
+    meta = read_probe_meta(p)
+    check_identity(meta, model, hook, path=str(p))
+    t = load_file(str(p / TENSORS))
+    probe = make_probe(meta["probe"], **meta.get("params", {}))
+    classes = np.asarray(meta["classes"])
+    coef = t["coef"]
+    if coef.shape[1] != meta["n_features_in"]:
+        raise DataError(f"{p}: tensors do not match {META} (width {coef.shape[1]} vs {meta['n_features_in']}); save the probe again")
+    probe._set_coef(coef, t["intercept"], classes, t["direction"])
+    for k, v in (meta.get("fitted") or {}).items():
+        setattr(probe, k, v)
+    probe.metadata_ = meta
+    return probe

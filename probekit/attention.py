@@ -1,0 +1,422 @@
+"""Attention-pattern metrics, measured the same way on a toy run and on GPT-2.
+
+1. **Correct attention** (Bu et al.'s "correct attention weight", Li et al.'s attention on
+   same-pattern examples): for every layer and head, the attention mass that a source row puts on
+   the demonstrations sharing the query's concept value, against base rates.
+2. **Prefix matching** (Olsson et al. 2022, induction heads): on a random token sequence repeated
+   twice, the mean attention from each token of the second copy to the token right after its first
+   occurrence.
+
+Definitions (per prompt, then averaged over prompts; ``A[l, h, k]`` = attention of head h of layer l
+from the source row to key k; ``D`` = the demonstrations, ``M ⊆ D`` those matching the query):
+
+* ``mass_match``   = sum of A over the key positions of the matching demos M
+* ``mass_demos``   = sum of A over the key positions of all demos D
+* ``share``        = mass_match / mass_demos (prompts with mass_demos < 1e-9 are skipped; NaN if none)
+* ``base_share``   = |M| / |D|: the share of a head that spreads its demo mass evenly over demos
+                     (equal to the share of a head uniform over demo tokens when every demo has
+                     the same number of tokens; ``base_share_tokens_*`` gives the token version)
+* ``base_mass_uniform`` = (#key positions of M) / (#keys the source row can see): the mass_match
+                     of a head uniform over its whole (causal) context, including BOS and itself
+* ``excess_share`` = share - base_share;  ``excess_mass`` = mass_match - base_mass_uniform
+
+For GPT-2 ICL prompts (segments ``word{j}``, ``sep{j}``, ``label{j}``, ``nl{j}``, ``query``, ``sep``;
+meta ``demo_classes``, ``query_class``), a demo's key positions are its word tokens (``*_word``), its
+label tokens (``*_label``), or both (no suffix). Sources: ``query`` = last token of the query word,
+``final`` = the prompt's last token (where the next label is predicted). For a toy run (a
+``toy.ProbeBatch``) every demonstration is one key (``demo_key_pos``), the match set is
+``demo_match``, the single source is ``query`` = pattern row ``query_row``; ``mass_match`` there is
+exactly the toy paper's correct-attention weight.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .errors import DataError, PositionError, ProbekitError
+
+__all__ = ["correct_attention", "correct_attention_from_rows", "top_heads", "prefix_matching_scores",
+           "prefix_matching_from_patterns", "plot_head_heatmap", "save_correct_attention"]
+
+EPS = 1e-9
+_PARTS = ("word", "label", "all")
+
+
+def _pattern_hook(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+# ---------------------------------------------------------------------------------- pure metric
+def correct_attention_from_rows(rows: Any, demo_keys: Sequence[Sequence[Sequence[int]]], match: Sequence[Sequence[bool]],
+                                n_visible: Sequence[int] | None = None) -> dict[str, Any]:
+    """Correct-attention metrics from attention rows already taken at one source position.
+
+    rows       ``[n, L, H, K]`` attention of each prompt's source row (keys beyond a prompt's
+               length must be 0, e.g. zero-padded)
+    demo_keys  per prompt, per demonstration, the key positions that make up that demonstration
+    match      per prompt, per demonstration: does it share the query's concept value
+    n_visible  per prompt, the number of keys the source row can see (default: K)
+
+    Returns ``[L, H]`` arrays ``mass_match``, ``mass_demos``, ``share``, ``excess_share``,
+    ``excess_mass`` and floats ``base_share``, ``base_share_tokens``, ``base_mass_uniform``,
+    ``n_prompts``, ``n_share`` (prompts where share is defined); definitions in the module docstring.
+    """
+    rows = np.asarray(rows, dtype=np.float64)
+    if rows.ndim != 4:
+        raise DataError(f"rows must be [n, layers, heads, keys]; got shape {rows.shape}")
+    n, L, H, K = rows.shape
+    if len(demo_keys) != n or len(match) != n:
+        raise DataError(f"rows has {n} prompts but demo_keys has {len(demo_keys)} and match {len(match)}")
+    vis = np.full(n, K) if n_visible is None else np.asarray(n_visible)
+    mm = np.zeros((n, L, H))
+    md = np.zeros((n, L, H))
+    base_share, base_tok, base_uni = np.zeros(n), np.full(n, np.nan), np.zeros(n)
+    for i in range(n):
+        keys, m = demo_keys[i], np.asarray(match[i], dtype=bool)
+        if len(keys) != len(m):
+            raise DataError(f"prompt {i}: {len(keys)} demonstrations but {len(m)} match flags")
+        if len(keys) == 0:
+            raise DataError(f"prompt {i} has no demonstrations; correct attention needs at least one")
+        all_k = [int(k) for ks in keys for k in ks]
+        mat_k = [int(k) for ks, f in zip(keys, m) if f for k in ks]
+        if all_k and (max(all_k) >= K or min(all_k) < -K):
+            raise PositionError(f"prompt {i}: demo key position {max(all_k)} outside the {K} keys")
+        md[i] = rows[i][..., all_k].sum(-1)
+        mm[i] = rows[i][..., mat_k].sum(-1) if mat_k else 0.0
+        base_share[i] = m.mean()
+        if all_k:
+            base_tok[i] = len(mat_k) / len(all_k)
+        base_uni[i] = len(mat_k) / float(vis[i])
+    ok = md > EPS
+    share_i = np.where(ok, mm / np.where(ok, md, 1.0), np.nan)
+    n_share = ok.sum(0)
+    with np.errstate(invalid="ignore"):
+        share = np.where(n_share > 0, np.nansum(share_i, 0) / np.maximum(n_share, 1), np.nan)
+    mass_match = mm.mean(0)
+    bs, bu = float(base_share.mean()), float(base_uni.mean())
+    return {
+        "mass_match": mass_match,
+        "mass_demos": md.mean(0),
+        "share": share,
+        "excess_share": share - bs,
+        "excess_mass": mass_match - bu,
+        "base_share": bs,
+        "base_share_tokens": float(np.nanmean(base_tok)) if np.any(np.isfinite(base_tok)) else float("nan"),
+        "base_mass_uniform": bu,
+        "n_prompts": int(n),
+        "n_share": int(n_share.min()) if n_share.size else 0,
+    }
+
+
+# ---------------------------------------------------------------------------------- model runs
+def _run_rows(lm: Any, prompts: Any, sources: dict[str, Any], layers: list[int], batch_size: int,
+              progress: bool, desc: str):
+    """Forward passes capturing, per layer, the pattern rows at per-prompt source positions.
+
+    ``sources``: name -> callable(prompt index) -> position (row index into the pattern's query axis).
+    Returns (prep, {source: array [n, L, H, K]})."""
+    from tqdm.auto import tqdm
+
+    from .extract import iter_batches, prepare
+
+    prep = prepare(lm, prompts, "last")
+    K = int(prep.lengths.max()) if prep.kind == "transformer" else None
+    out: dict[str, np.ndarray] = {}
+    bar = tqdm(total=prep.n, desc=desc, unit="prompt", disable=not progress)
+    try:
+        for info, x, kw in iter_batches(lm, prep, batch_size):
+            got: dict[tuple[str, int], torch.Tensor] = {}
+
+            def make(layer: int):
+                def fn(pattern: torch.Tensor, hook: Any) -> None:
+                    b = pattern.shape[0]
+                    rows_idx = torch.arange(b, device=pattern.device)
+                    for s, pos_of in sources.items():
+                        pos = torch.as_tensor([pos_of(int(i)) for i in info.index], device=pattern.device)
+                        sel = pattern[rows_idx, :, pos, :].detach().float().cpu()   # [b, H, K_batch]
+                        got[(s, layer)] = sel
+                    return None
+                return fn
+
+            hooks = [(_pattern_hook(layer), make(layer)) for layer in layers]
+            with torch.no_grad(), lm.model.hooks(fwd_hooks=hooks):
+                if lm.kind == "transformer":
+                    lm.model(x, return_type=None, **kw)
+                else:
+                    lm.model(x, **kw)
+            for s in sources:
+                per_layer = [got[(s, layer)] for layer in layers]
+                arr = torch.stack(per_layer, 1).numpy()          # [b, L, H, K_batch]
+                if s not in out:
+                    kk = K if K is not None else arr.shape[-1]
+                    out[s] = np.zeros((prep.n,) + arr.shape[1:3] + (kk,), dtype=np.float64)
+                out[s][info.index, ..., : arr.shape[-1]] = arr
+            bar.update(len(info.index))
+    finally:
+        bar.close()
+    return prep, out
+
+
+def _icl_structure(prompts: Sequence[Any], encoded: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per prompt: demo word/label key positions, match flags, query and final positions."""
+    out = []
+    for i, (p, e) in enumerate(zip(prompts, encoded)):
+        meta = getattr(p, "meta", None) or {}
+        if "demo_classes" not in meta or "query_class" not in meta:
+            raise DataError(f"prompt {i} lacks meta 'demo_classes' / 'query_class'; build ICL prompts with "
+                            "probekit.icl.build_icl_prompts (or set both meta keys)")
+        demo_classes = list(meta["demo_classes"])
+        n_demo = len(demo_classes)
+        words, labels = [], []
+        for j in range(n_demo):
+            if f"word{j}" not in e.spans:
+                raise DataError(f"prompt {i}: meta lists {n_demo} demonstrations but segment 'word{j}' is missing")
+            words.append(list(e.spans[f"word{j}"]))
+            labels.append(list(e.spans.get(f"label{j}", [])))
+        if f"word{n_demo}" in e.spans:
+            raise DataError(f"prompt {i}: segment 'word{n_demo}' exists but meta 'demo_classes' has only {n_demo} entries")
+        if "query" not in e.spans:
+            raise DataError(f"prompt {i} has no 'query' segment")
+        out.append({
+            "words": words, "labels": labels,
+            "match": [c == meta["query_class"] for c in demo_classes],
+            "query": int(e.spans["query"][-1]), "final": len(e.ids) - 1,
+        })
+    return out
+
+
+def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None,
+                      sources: Sequence[str] = ("query", "final"), batch_size: int = 16,
+                      progress: bool = True) -> dict[str, Any]:
+    """Correct-attention metrics for every layer and head (definitions in the module docstring).
+
+    lm     a ``probekit.models.LoadedModel`` (transformer or toy)
+    data   transformer: a list of ICL ``Prompt`` s (meta ``demo_classes``, ``query_class``);
+           toy: a ``toy.ProbeBatch`` (uses ``demo_match``, ``demo_key_pos``, ``query_row``)
+    layers default all layers; sources: subset of ("query", "final") (toys: only "query")
+
+    Returns ``{"kind", "model", "n_prompts", "layers", "n_heads", "sources", "parts",
+    <source>: {<metric>: ...}}`` where for transformers each source holds, for each part p in
+    ``word``/``label``/``all``, ``mass_match_p``, ``mass_demos_p``, ``share_p``, ``excess_share_p``,
+    ``excess_mass_p`` ([L, H]) and ``base_share``, ``base_share_tokens_p``, ``base_mass_uniform_p``;
+    un-suffixed keys (``mass_match``, ``share``, ...) are the ``all`` part (word + label tokens).
+    Toys have only the un-suffixed keys (one key per demonstration). ``correct_attention`` in each
+    source equals ``mass_match``.
+    """
+    if lm.kind not in ("transformer", "toy"):
+        raise ProbekitError(f"unknown model kind {lm.kind!r}")
+    n_layers = int(lm.n_layers)
+    layers = list(range(n_layers)) if layers is None else [int(x) + n_layers if int(x) < 0 else int(x) for x in layers]
+    for layer in layers:
+        if not 0 <= layer < n_layers or _pattern_hook(layer) not in lm.model.hook_dict:
+            raise PositionError(f"layer {layer}: the model has no hook {_pattern_hook(layer)!r} "
+                                f"(layers 0..{n_layers - 1})")
+    bad = [s for s in sources if s not in ("query", "final")]
+    if bad or not sources:
+        raise ProbekitError(f"sources must be a non-empty subset of ('query', 'final'); got {list(sources)}")
+    result: dict[str, Any] = {"kind": lm.kind, "model": lm.identity(), "layers": layers, "n_heads": int(lm.n_heads)}
+
+    if lm.kind == "toy":
+        if not hasattr(data, "demo_match") or data.demo_match is None:
+            raise DataError("toy correct attention needs a ProbeBatch with demo_match (this setting has no "
+                            "'correct attention' notion)")
+        match = np.asarray(data.demo_match, dtype=bool)
+        keys = [[int(k)] for k in data.demo_key_pos]
+        if match.ndim != 2 or match.shape[1] != len(keys):
+            raise DataError(f"demo_match has shape {match.shape} but there are {len(keys)} demo_key_pos")
+        qrow = int(data.query_row)
+        prep, rows = _run_rows(lm, data, {"query": lambda i: qrow}, layers, batch_size, progress, "attention")
+        n = prep.n
+        res = correct_attention_from_rows(rows["query"], [keys] * n, match)
+        res["correct_attention"] = res["mass_match"]
+        result.update({"n_prompts": n, "sources": ["query"], "parts": ["all"], "query": res})
+        return result
+
+    prompts = list(data)
+    if not prompts:
+        raise DataError("no prompts given")
+    from .extract import prepare
+
+    encoded = prepare(lm, prompts, "last").encoded  # checks lengths / tokenizer before any work
+    struct = _icl_structure(prompts, encoded)
+    pos_fns = {s: (lambda i, s=s: struct[i][s]) for s in sources}
+    prep, rows = _run_rows(lm, prompts, pos_fns, layers, batch_size, progress, "attention")
+    result.update({"n_prompts": prep.n, "sources": list(sources), "parts": list(_PARTS)})
+    match = [st["match"] for st in struct]
+    for s in sources:
+        vis = [st[s] + 1 for st in struct]
+        per: dict[str, Any] = {}
+        for part in _PARTS:
+            if part == "word":
+                keys = [st["words"] for st in struct]
+            elif part == "label":
+                keys = [st["labels"] for st in struct]
+            else:
+                keys = [[w + lb for w, lb in zip(st["words"], st["labels"])] for st in struct]
+            r = correct_attention_from_rows(rows[s], keys, match, vis)
+            suf = "" if part == "all" else f"_{part}"
+            for key in ("mass_match", "mass_demos", "share", "excess_share", "excess_mass", "base_mass_uniform",
+                        "base_share_tokens", "n_share"):
+                per[key + suf] = r[key]
+            per["base_share"] = r["base_share"]
+        per["correct_attention"] = per["mass_match"]
+        result[s] = per
+    return result
+
+
+def top_heads(result: Mapping[str, Any], k: int = 5, *, source: str = "query", metric: str = "excess_share"
+              ) -> list[dict[str, Any]]:
+    """The ``k`` heads with the largest ``result[source][metric]`` (NaN last), as
+    ``[{"layer", "head", "value", "share", "mass_match", "excess_share"}, ...]`` (best first);
+    ``layer`` is the model layer index (``result["layers"][row]``)."""
+    if source not in result:
+        raise ProbekitError(f"source {source!r} not in the result; available: {result.get('sources')}")
+    res = result[source]
+    if metric not in res or np.ndim(res[metric]) != 2:
+        valid = [m for m, v in res.items() if np.ndim(v) == 2]
+        raise ProbekitError(f"metric {metric!r} is not a per-head array; choose one of {valid}")
+    M = np.asarray(res[metric], dtype=np.float64)
+    flat = np.where(np.isfinite(M), M, -np.inf).ravel()
+    order = np.argsort(-flat, kind="stable")[: max(int(k), 0)]
+    out = []
+    for o in order:
+        li, h = divmod(int(o), M.shape[1])
+        out.append({"layer": int(result["layers"][li]), "head": h, "value": float(M[li, h]),
+                    "share": float(res["share"][li, h]), "mass_match": float(res["mass_match"][li, h]),
+                    "excess_share": float(res["excess_share"][li, h])})
+    return out
+
+
+# ------------------------------------------------------------------------------ prefix matching
+def prefix_matching_from_patterns(patterns: Any, seq_len: int, offset: int = 0) -> np.ndarray:
+    """Prefix-matching score from full patterns ``[n, L, H, T, T]`` of sequences laid out as
+    ``offset`` leading tokens (e.g. BOS) + r + r with ``len(r) = seq_len``: the mean over prompts and
+    over the second-copy positions ``p = offset + seq_len + i`` (i = 0..seq_len-1) of
+    ``A[p, offset + i + 1]`` (the token after the first occurrence of the same token). ``[L, H]``."""
+    P = np.asarray(patterns, dtype=np.float64)
+    T = offset + 2 * seq_len
+    if P.ndim != 5 or P.shape[-1] < T or P.shape[-2] < T:
+        raise DataError(f"patterns must be [n, L, H, T, T] with T >= {T}; got {P.shape}")
+    i = np.arange(seq_len)
+    return P[..., offset + seq_len + i, offset + i + 1].mean(axis=(0, -1))
+
+
+def prefix_matching_scores(lm: Any, seq_len: int = 25, n: int = 16, seed: int = 0, *, batch_size: int = 8,
+                           prepend_bos: bool | None = None, progress: bool = False) -> np.ndarray:
+    """Olsson et al.'s prefix-matching score per layer and head, ``[n_layers, n_heads]`` in [0, 1].
+
+    ``n`` sequences of ``seq_len`` distinct random token ids (uniform over the vocabulary without the
+    BOS/EOS id, numpy ``default_rng(seed)``), each repeated twice (with BOS first when
+    ``prepend_bos``, default ``lm.prepend_bos``); score = mean attention from each token of the second
+    copy to the token right after that token's first occurrence (see
+    :func:`prefix_matching_from_patterns`). Needs a token model (not a toy run)."""
+    if lm.kind != "transformer":
+        raise ProbekitError("prefix-matching scores need a token-input transformer; toy runs take continuous "
+                            "vectors and have no repeated-token notion")
+    cfg = lm.model.cfg
+    V = int(getattr(cfg, "d_vocab", 0) or len(lm.tokenizer))
+    n_ctx = int(getattr(cfg, "n_ctx", 0) or 0)
+    bos_on = lm.prepend_bos if prepend_bos is None else bool(prepend_bos)
+    off = 1 if bos_on else 0
+    if seq_len < 2 or n < 1:
+        raise ProbekitError(f"need seq_len >= 2 and n >= 1; got seq_len={seq_len}, n={n}")
+    if n_ctx and off + 2 * seq_len > n_ctx:
+        raise ProbekitError(f"2 * seq_len + {off} = {off + 2 * seq_len} tokens exceed the model's context {n_ctx}; "
+                            f"use seq_len <= {(n_ctx - off) // 2}")
+    if seq_len > V - 2:
+        raise ProbekitError(f"seq_len {seq_len} exceeds the vocabulary size {V}")
+    bos = getattr(lm.tokenizer, "bos_token_id", None)
+    special = {int(t) for t in (bos, getattr(lm.tokenizer, "eos_token_id", None)) if t is not None}
+    rng = np.random.default_rng(seed)
+    seqs = []
+    for _ in range(n):
+        r = rng.choice(V, size=seq_len + len(special), replace=False)
+        r = np.array([t for t in r if int(t) not in special][:seq_len])
+        seq = np.concatenate([[bos] if off else [], r, r]).astype(np.int64)
+        seqs.append(seq)
+    toks = torch.as_tensor(np.stack(seqs))
+    L, H = int(lm.n_layers), int(lm.n_heads)
+    idx = np.arange(seq_len)
+    total = np.zeros((L, H))
+    from tqdm.auto import tqdm
+
+    for s in tqdm(range(0, n, batch_size), desc="prefix-matching", disable=not progress):
+        x = toks[s:s + batch_size]
+        got: dict[int, np.ndarray] = {}
+
+        def make(layer: int):
+            def fn(pattern: torch.Tensor, hook: Any) -> None:
+                got[layer] = pattern[:, :, off + seq_len + idx, off + idx + 1].detach().double().cpu().numpy()
+                return None
+            return fn
+
+        hooks = [(_pattern_hook(layer), make(layer)) for layer in range(L)]
+        with torch.no_grad(), lm.model.hooks(fwd_hooks=hooks):
+            lm.model(x.to(next(lm.model.parameters()).device), return_type=None)
+        for layer in range(L):
+            total[layer] += got[layer].sum(axis=(0, 2))   # [b, H, seq_len] -> [H]
+    return total / (n * seq_len)
+
+
+# ------------------------------------------------------------------------------------- figures
+def plot_head_heatmap(M: Any, path: str | Path, *, title: str = "", layers: Sequence[int] | None = None,
+                      vmin: float | None = 0.0, vmax: float | None = 1.0, cmap: str = "viridis",
+                      extra: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Layer x head heatmap of ``M`` [L, H]; writes the PNG and a JSON beside it
+    (``{"title", "layers", "matrix", **extra}``). Returns both paths."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from toy.runio import atomic_write_json, save_figure
+
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2:
+        raise DataError(f"head heatmap needs a [layers, heads] array; got shape {M.shape}")
+    L, H = M.shape
+    layers = list(range(L)) if layers is None else list(layers)
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.45 * max(H, 2), 1.2 + 0.35 * max(L, 2)))
+    im = ax.imshow(M, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(H))
+    ax.set_yticks(range(L), [str(x) for x in layers])
+    if L * H <= 200:
+        for i in range(L):
+            for j in range(H):
+                if np.isfinite(M[i, j]):
+                    ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title(title, fontsize=9)
+    save_figure(fig, path)
+    jp = path.with_suffix(".json")
+    atomic_write_json(jp, {"title": title, "layers": layers, "matrix": M, **(dict(extra) if extra else {})})
+    return path, jp
+
+
+def save_correct_attention(result: Mapping[str, Any], out_dir: str | Path, *, prefix: str = "attention") -> list[Path]:
+    """Write ``{prefix}.json`` (the whole result) and one heatmap (PNG + JSON) per source for
+    ``share`` (colour range [0, 1], base share in the title) and ``mass_match``. Returns the paths."""
+    from toy.runio import atomic_write_json
+
+    out_dir = Path(out_dir)
+    paths = []
+    js = out_dir / f"{prefix}.json"
+    atomic_write_json(js, dict(result))
+    paths.append(js)
+    for s in result["sources"]:
+        r = result[s]
+        for metric in ("share", "mass_match"):
+            title = (f"{metric} from {s} ({result['model'].get('model_id', '')}); base share {r['base_share']:.2f}, "
+                     f"uniform-context mass {r['base_mass_uniform']:.2f}")
+            p, j = plot_head_heatmap(r[metric], out_dir / f"{prefix}_{s}_{metric}.png", title=title,
+                                     layers=result["layers"],
+                                     extra={"source": s, "metric": metric, "base_share": r["base_share"],
+                                            "base_mass_uniform": r["base_mass_uniform"]})
+            paths += [p, j]
+    return paths

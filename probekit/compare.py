@@ -1,0 +1,747 @@
+"""Toy-vs-GPT-2 comparison: a linear-representation-hypothesis report with thresholds fixed up front.
+
+The six hypotheses (`HYPOTHESES`) and their thresholds are constants of this module: they are fixed
+before anything is measured and printed in every report next to the measured value. Each one is
+measured on the toy run and on the pretrained model with the same metric, side by side:
+
+    H1 linear decodability         mean over axes of the best-layer probe selectivity (held-out words)
+    H2 cross-concept orthogonality mean |cos| between the axes' concept directions (best layer)
+    H3 within-axis positive IP     fraction of axes whose two class means (grand-mean centred) have cos > 0
+    H4 additivity                  R^2 of "activation = sum of per-axis class vectors", vs shuffled labels
+    H5 correct attention           best head's attention share on matching demonstrations minus base rate
+    H6 steering specificity        on-target minus off-target effect of the concept direction, vs random
+
+The toy and GPT-2 live in different spaces (a d-dimensional synthetic input space against GPT-2's
+residual stream), so the comparison never compares raw vectors: it compares matched, scale-free
+metrics (cosines, selectivities, R^2, attention shares) and the *structure* of the axis-by-axis
+cosine matrices (off-diagonal |cos| against chance in that dimension, normalised participation ratio,
+within-axis signs). See `geometry_similarity`.
+
+`measure_toy(run)` and `measure_model(loaded, words)` return a *side* (plain dict):
+
+    {"side": "toy" | "model", "label": str, "identity": {...}, "values": {metric: float | None},
+     "details": {...}, "not_measured": {metric: reason}}
+
+`build_comparison(toy_side, model_side, meta)` adds the verdicts and the similarity section;
+`probekit.report.write_report(comparison, out_dir)` writes comparison.json, figures, report.md/html.
+`run_comparison(...)` does everything.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+# --- the hypotheses, fixed before measuring -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    id: str
+    name: str
+    claim: str
+    metric: str                  # key in side["values"]
+    op: str                      # ">=", "<=", ">"
+    threshold: float
+    baseline: str | None = None  # key in side["values"] the metric must also beat (by baseline_margin)
+    baseline_margin: float = 0.0
+    metric_text: str = ""        # how the metric is computed, for the report
+
+    def describe_threshold(self) -> str:
+        text = f"{self.metric} {self.op} {_fmt(self.threshold)}"
+        if self.baseline:
+            text += f" and {self.metric} - {self.baseline} > {_fmt(self.baseline_margin)}"
+        return text
+
+
+H1_MIN_SELECTIVITY = 0.2
+H2_MAX_MEAN_ABS_COS = 0.2
+H3_MIN_FRAC_POSITIVE = 0.75
+H4_MIN_R2 = 0.3
+H4_MIN_GAIN_OVER_SHUFFLED = 0.1
+H5_MIN_EXCESS = 0.1
+H6_MIN_GAIN_OVER_RANDOM = 0.0
+
+HYPOTHESES: tuple[Hypothesis, ...] = (
+    Hypothesis(
+        "H1", "linear decodability",
+        "each concept axis is linearly decodable from the representation, beyond what a probe can memorise",
+        "selectivity", ">=", H1_MIN_SELECTIVITY,
+        metric_text="per axis: held-out accuracy (grouped by word) minus Hewitt control-task accuracy at the layer "
+                    "with the best selectivity; averaged over axes",
+    ),
+    Hypothesis(
+        "H2", "cross-concept near-orthogonality",
+        "directions of different concept axes are nearly orthogonal",
+        "mean_abs_cos", "<=", H2_MAX_MEAN_ABS_COS,
+        metric_text="mean |cos| over pairs of distinct axes' directions (class-mean differences) at the best layer",
+    ),
+    Hypothesis(
+        "H3", "within-axis positive inner product",
+        "the two classes of one axis share a common concept component (positive inner product of class means)",
+        "frac_within_positive", ">=", H3_MIN_FRAC_POSITIVE,
+        metric_text="fraction of axes whose two class means have a positive cosine after subtracting the mean of "
+                    "the examples that do not carry the axis (the background; the grand mean if there is none), "
+                    "at the best hook",
+    ),
+    Hypothesis(
+        "H4", "additivity",
+        "a representation is approximately the sum of one vector per (axis, class) it carries",
+        "additivity_r2", ">=", H4_MIN_R2, baseline="additivity_r2_shuffled",
+        baseline_margin=H4_MIN_GAIN_OVER_SHUFFLED,
+        metric_text="held-out R^2 of a linear model from the one-hot axis classes to the activation, "
+                    "against the same model fitted on shuffled labels",
+    ),
+    Hypothesis(
+        "H5", "correct attention",
+        "some attention head attends from the query to the demonstrations that match it",
+        "attention_excess", ">=", H5_MIN_EXCESS,
+        metric_text="max over layers and heads of (attention share on matching demonstrations / on all "
+                    "demonstrations) minus the fraction of matching demonstrations (base rate)",
+    ),
+    Hypothesis(
+        "H6", "steering specificity",
+        "adding a concept direction moves the output for that concept more than for other concepts, "
+        "and more so than a random direction of the same norm",
+        "steering_specificity", ">", H6_MIN_GAIN_OVER_RANDOM, baseline="steering_specificity_random",
+        baseline_margin=H6_MIN_GAIN_OVER_RANDOM,
+        metric_text="on-target minus mean off-target effect of adding the concept direction, against the same "
+                    "number for random directions of the same norm",
+    ),
+)
+
+HYPOTHESIS_BY_ID = {h.id: h for h in HYPOTHESES}
+
+PASS, FAIL, NOT_MEASURED = "PASS", "FAIL", "NOT MEASURED"
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    x = float(x)
+    if not math.isfinite(x):
+        return "n/a"
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e4):
+        return f"{x:.2e}"
+    return f"{x:.3f}"
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return x is not None and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _compare(value: float, op: str, threshold: float) -> bool:
+    if op == ">=":
+        return value >= threshold
+    if op == "<=":
+        return value <= threshold
+    if op == ">":
+        return value > threshold
+    if op == "<":
+        return value < threshold
+    raise ValueError(f"unknown comparison {op!r}")
+
+
+def verdict(h: Hypothesis, side: dict[str, Any]) -> dict[str, Any]:
+    """Judge hypothesis `h` on one side; returns a dict with status, value, threshold and a line."""
+    values = side.get("values", {})
+    reasons = side.get("not_measured", {})
+    value = values.get(h.metric)
+    base = values.get(h.baseline) if h.baseline else None
+    label = side.get("label", side.get("side", "?"))
+    out: dict[str, Any] = {"id": h.id, "side": side.get("side"), "metric": h.metric, "value": value,
+                           "op": h.op, "threshold": h.threshold, "baseline": h.baseline,
+                           "baseline_value": base, "baseline_margin": h.baseline_margin if h.baseline else None}
+    missing = not _finite(value) or (h.baseline is not None and not _finite(base))
+    if missing:
+        key = h.metric if not _finite(value) else h.baseline
+        why = reasons.get(h.metric) or reasons.get(key) or reasons.get(h.id) or "no value was produced"
+        out.update(status=NOT_MEASURED, reason=why)
+        out["line"] = (f"{h.id} {h.name} [{label}]: NOT MEASURED ({why}); threshold fixed in advance: "
+                       f"{h.describe_threshold()}")
+        return out
+    ok = _compare(float(value), h.op, h.threshold)
+    text = f"{h.metric} = {_fmt(value)} (threshold {h.op} {_fmt(h.threshold)}"
+    if h.baseline:
+        gain = float(value) - float(base)
+        ok = ok and gain > h.baseline_margin
+        text += f"; {h.baseline} = {_fmt(base)}, gain {_fmt(gain)} (must be > {_fmt(h.baseline_margin)})"
+    text += ")"
+    out.update(status=PASS if ok else FAIL, reason=None)
+    out["line"] = f"{h.id} {h.name} [{label}]: {PASS if ok else FAIL}: {text}"
+    return out
+
+
+# --- toy-vs-model geometry similarity -----------------------------------------------------------
+
+
+def chance_mean_abs_cos(dim: int) -> float:
+    """E|cos| between two independent random directions in R^dim (exact)."""
+    if dim < 2:
+        return 1.0
+    # E|cos| = Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2))
+    return float(math.exp(math.lgamma(dim / 2) - math.lgamma((dim + 1) / 2)) / math.sqrt(math.pi))
+
+
+def cosine_structure(cos: np.ndarray, dim: int) -> dict[str, Any]:
+    """Scale-free summaries of an axis-by-axis cosine matrix (comparable across spaces)."""
+    cos = np.asarray(cos, dtype=float)
+    n = cos.shape[0]
+    if n < 2:
+        return {"n_axes": n, "dim": dim}
+    off = np.abs(cos[~np.eye(n, dtype=bool)])
+    eig = np.clip(np.linalg.eigvalsh((cos + cos.T) / 2), 0, None)
+    pr = float(eig.sum() ** 2 / max((eig ** 2).sum(), 1e-12))
+    chance = chance_mean_abs_cos(dim)
+    return {
+        "n_axes": n,
+        "dim": int(dim),
+        "mean_abs_offdiag": float(off.mean()),
+        "max_abs_offdiag": float(off.max()),
+        "chance_mean_abs_cos": chance,
+        "ratio_to_chance": float(off.mean() / chance),
+        "participation_ratio_norm": pr / n,   # 1.0 = orthogonal axes, 1/n = all axes the same direction
+    }
+
+
+def geometry_similarity(toy: dict[str, Any], model: dict[str, Any],
+                        verdicts: dict[str, dict[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Compare the concept geometry of the two sides through matched, scale-free metrics."""
+    out: dict[str, Any] = {"sides": {}, "notes": []}
+    structs = {}
+    for name, side in (("toy", toy), ("model", model)):
+        d = side.get("details", {})
+        cos = d.get("axis_cosines")
+        if cos is None or d.get("dim") is None:
+            out["sides"][name] = None
+            continue
+        s = cosine_structure(np.asarray(cos), int(d["dim"]))
+        within = d.get("within_cos") or {}
+        if within:
+            w = np.array([v for v in within.values() if _finite(v)], dtype=float)
+            s["within_cos_mean"] = float(w.mean()) if len(w) else None
+            s["frac_within_positive"] = float((w > 0).mean()) if len(w) else None
+        structs[name] = s
+        out["sides"][name] = s
+    if len(structs) < 2:
+        out["notes"].append("the geometry of one side could not be measured, so no similarity is reported")
+        return out
+    t, m = structs["toy"], structs["model"]
+    cmp: dict[str, Any] = {}
+    if "ratio_to_chance" in t and "ratio_to_chance" in m:
+        cmp["both_near_orthogonal"] = bool(t["mean_abs_offdiag"] <= H2_MAX_MEAN_ABS_COS
+                                           and m["mean_abs_offdiag"] <= H2_MAX_MEAN_ABS_COS)
+        cmp["ratio_to_chance_toy_over_model"] = float(t["ratio_to_chance"] / max(m["ratio_to_chance"], 1e-12))
+        cmp["participation_ratio_norm_diff"] = float(abs(t["participation_ratio_norm"] - m["participation_ratio_norm"]))
+    if t.get("frac_within_positive") is not None and m.get("frac_within_positive") is not None:
+        tp, mp = t["frac_within_positive"], m["frac_within_positive"]
+        cmp["within_sign_majority_agrees"] = bool((tp > 0.5) == (mp > 0.5))
+    shared = [a for a in toy["details"].get("axes", []) if a in model["details"].get("axes", [])]
+    if len(shared) >= 3:
+        ti = [toy["details"]["axes"].index(a) for a in shared]
+        mi = [model["details"]["axes"].index(a) for a in shared]
+        tc = np.asarray(toy["details"]["axis_cosines"])[np.ix_(ti, ti)]
+        mc = np.asarray(model["details"]["axis_cosines"])[np.ix_(mi, mi)]
+        iu = np.triu_indices(len(shared), 1)
+        cmp["shared_axes"] = shared
+        cmp["offdiag_correlation"] = float(np.corrcoef(tc[iu], mc[iu])[0, 1])
+    else:
+        out["notes"].append(
+            "the toy's axes (synthetic concepts) and the model's axes (word-data concepts) are different "
+            "concept labels, so the cosine matrices are compared by structure, not entry by entry")
+    if verdicts:
+        same = [hid for hid in verdicts if verdicts[hid]["toy"]["status"] in (PASS, FAIL)
+                and verdicts[hid]["toy"]["status"] == verdicts[hid]["model"]["status"]]
+        judged = [hid for hid in verdicts if verdicts[hid]["toy"]["status"] in (PASS, FAIL)
+                  and verdicts[hid]["model"]["status"] in (PASS, FAIL)]
+        cmp["verdicts_agree"] = same
+        cmp["verdicts_judged_on_both"] = judged
+    out["comparison"] = cmp
+    out["notes"].append(
+        "raw vectors are never compared: the toy's input space and GPT-2's residual stream differ in dimension "
+        "and meaning; mean |cos| is also shown against chance for random directions in each space")
+    return out
+
+
+def build_comparison(toy_side: dict[str, Any] | None, model_side: dict[str, Any] | None,
+                     meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Verdicts for both sides, the similarity section, and everything the report needs."""
+    sides = {"toy": toy_side, "model": model_side}
+    verdicts: dict[str, dict[str, dict[str, Any]]] = {}
+    for h in HYPOTHESES:
+        verdicts[h.id] = {}
+        for name, side in sides.items():
+            if side is None:
+                missing = (meta or {}).get(f"{name}_missing", "this side was not run")
+                side = {"side": name, "label": name, "values": {}, "not_measured": {h.metric: missing}}
+            verdicts[h.id][name] = verdict(h, side)
+    comp = {
+        "format": 1,
+        "hypotheses": [asdict(h) for h in HYPOTHESES],
+        "verdicts": verdicts,
+        "toy": toy_side,
+        "model": model_side,
+        "meta": dict(meta or {}),
+    }
+    if toy_side is not None and model_side is not None:
+        comp["similarity"] = geometry_similarity(toy_side, model_side, verdicts)
+    else:
+        comp["similarity"] = None
+    comp["complete"] = toy_side is not None and model_side is not None
+    return comp
+
+
+# --- data identity -------------------------------------------------------------------------------
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- measurements shared by both sides ----------------------------------------------------------
+
+# Sizes: the toy side uses `TOY_N` fresh prompts from the run's own generator; the model side uses
+# `n_prompts` ICL prompts per axis. `QUICK` shrinks both (smoke tests; numbers not meaningful).
+TOY_N = 1024
+N_FOLDS = 4
+QUICK_TOY_N = 256
+QUICK_N_PROMPTS = 12
+N_RANDOM_DIRECTIONS = 8
+
+
+def _binary_axes(labels_by_axis: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {a: y for a, y in labels_by_axis.items() if len(np.unique(y[y >= 0])) == 2}
+
+
+def measure_representation(acts: dict[str, np.ndarray], labels_by_axis: dict[str, np.ndarray],
+                           groups: np.ndarray, *, seed: int = 0, n_folds: int = N_FOLDS,
+                           progress: bool = False, truth: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """H1-H4 from activations `acts` (hook -> [n, d]) and labels (axis -> class ids [n], -1 unlabelled).
+
+    Identical code for the toy and for a transformer, so the numbers are matched. Returns a partial side:
+    {"values", "details", "tables", "not_measured"}.
+    """
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from . import geometry
+    from .errors import DataError
+    from .evaluate import layer_sweep
+
+    hooks = list(acts)
+    values: dict[str, Any] = {}
+    details: dict[str, Any] = {"hooks": hooks}
+    not_measured: dict[str, str] = {}
+    tables: dict[str, Any] = {}
+
+    # H1: probes at every hook, per axis
+    rows_by_axis: dict[str, list[dict]] = {}
+    skipped: dict[str, str] = {}
+    for axis in tqdm(list(labels_by_axis), desc="probing axes", disable=not progress):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                rows_by_axis[axis] = layer_sweep(acts, labels_by_axis[axis], groups, probes=("logistic",),
+                                                 n_folds=n_folds, seed=seed, concept=axis,
+                                                 truth=None if truth is None else truth.get(axis))
+        except DataError as e:
+            skipped[axis] = str(e)
+    details["skipped_axes"] = skipped
+    if not rows_by_axis:
+        why = "no axis has enough labelled examples for grouped folds" + (f" ({next(iter(skipped.values()))})" if skipped else "")
+        for k in ("selectivity", "mean_abs_cos", "frac_within_positive", "additivity_r2"):
+            not_measured[k] = why
+        return {"values": values, "details": details, "tables": tables, "not_measured": not_measured}
+    axes = list(rows_by_axis)
+    sel = np.array([[r["selectivity"] for r in rows_by_axis[a]] for a in axes])       # [axes, hooks]
+    acc = np.array([[r["accuracy"] for r in rows_by_axis[a]] for a in axes])
+    ctl = np.array([[r["control_accuracy"] for r in rows_by_axis[a]] for a in axes])
+    details["layer_curve"] = {"layers": hooks, "accuracy": acc.mean(0), "control_accuracy": ctl.mean(0),
+                              "selectivity": sel.mean(0)}
+    details["sweep_rows"] = [r for a in axes for r in rows_by_axis[a]]
+    best_i = int(np.argmax(sel.mean(0)))
+    best_hook = hooks[best_i]
+    details["best_hook"] = best_hook
+    per_axis_best = sel.max(1)
+    values["selectivity"] = float(per_axis_best.mean())
+    values["accuracy_at_best_hook"] = float(acc[:, best_i].mean())
+    tables["probes per axis (best hook by selectivity)"] = {
+        "header": ["axis", "best hook", "accuracy", "control accuracy", "selectivity", "truth cosine"],
+        "rows": [[a, hooks[int(np.argmax(sel[i]))], float(acc[i, int(np.argmax(sel[i]))]),
+                  float(ctl[i, int(np.argmax(sel[i]))]), float(sel[i].max()),
+                  rows_by_axis[a][int(np.argmax(sel[i]))].get("truth_cosine")] for i, a in enumerate(axes)],
+    }
+    if skipped:
+        not_measured["axes skipped"] = "; ".join(f"{a}: {why}" for a, why in skipped.items())
+
+    # H2-H4 at the best hook
+    X = np.asarray(acts[best_hook], dtype=np.float64)
+    details["dim"] = int(X.shape[1])
+    binary = _binary_axes({a: np.asarray(labels_by_axis[a]) for a in axes})
+    if len(binary) >= 2:
+        dirs = geometry.concept_directions(X, binary, method="mass-mean")
+        names, M = geometry.cosine_matrix(dirs)
+        summ = geometry.orthogonality_summary(M, d=X.shape[1])
+        details["axes"], details["axis_cosines"] = names, M
+        details["orthogonality"] = summ
+        values["mean_abs_cos"] = summ["mean_abs_offdiag"]
+        values["mean_abs_cos_random"] = summ.get("random_mean_abs")
+    else:
+        not_measured["mean_abs_cos"] = f"needs at least 2 binary axes with enough examples; have {len(binary)}"
+    if binary:
+        within, centers = {}, {}
+        for a, y in binary.items():
+            # reference: the mean of the examples that do NOT carry this axis (the background), so the
+            # concept-common part shared by both classes stays in; the grand mean if every example is labelled
+            background = y < 0
+            if background.sum() >= 2:
+                center, centers[a] = X[background].mean(0), "background"
+            else:
+                center, centers[a] = X.mean(0), "grand mean"
+            w = geometry.within_axis_geometry(X, y, center=center, axis=a)
+            within[a] = w["cos_class_means_centered"]
+        details["within_cos"] = within
+        details["within_center"] = centers
+        vals = np.array([v for v in within.values() if _finite(v)])
+        values["frac_within_positive"] = float((vals > 0).mean()) if len(vals) else None
+        tables["within-axis cosine of centred class means (best hook)"] = {
+            "header": ["axis", "cos(mean class 0, mean class 1), centred", "centred on"],
+            "rows": [[a, v, centers[a]] for a, v in within.items()]}
+    else:
+        not_measured["frac_within_positive"] = "no binary axis with enough examples"
+    try:
+        add = geometry.additivity_r2(X, {a: np.asarray(labels_by_axis[a]) for a in axes}, groups, seed=seed,
+                                     n_splits=min(5, len(np.unique(groups))))
+        details["additivity"] = add
+        values["additivity_r2"] = add["r2"]
+        values["additivity_r2_shuffled"] = add["r2_shuffled"]
+    except DataError as e:
+        not_measured["additivity_r2"] = str(e)
+    return {"values": values, "details": details, "tables": tables, "not_measured": not_measured}
+
+
+def _identity_toy(run: Any) -> dict[str, Any]:
+    cfg = run.config
+    cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else asdict(cfg)
+    return {"path": str(run.path) if run.path else None, "setting": run.setting, "config": cfg_dict,
+            "final_metrics": {k: v for k, v in (run.metrics.get("final", {}) or {}).items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool)}}
+
+
+TOY_HOOK_EXCLUDE = ("hook_out",)
+
+
+def toy_probe_hooks(lm: Any) -> list[str]:
+    """The toy's representation hooks (not attention patterns/scores, not the scalar output)."""
+    from .hooks import is_attention_hook
+
+    return [h for h in lm.hook_names() if not is_attention_hook(h) and h not in TOY_HOOK_EXCLUDE]
+
+
+def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """All six hypotheses on a toy run (fresh prompts from its own generator, truth known)."""
+    from .extract import extract
+    from .hooks import resolve_hooks
+    from .models import toy_loaded_model
+
+    lm = toy_loaded_model(run)
+    batch = run.probe_batch(n, seed)
+    hooks = toy_probe_hooks(lm)
+    acts = extract(lm, batch, hooks, position="last", progress=progress)
+    X = {h: np.asarray(acts[h]).reshape(n, -1) for h in hooks}
+    labels = {a: np.asarray(y) for a, y in batch.axis_labels.items()}
+    truth = run.truth_directions()
+    side = measure_representation(X, labels, np.asarray(batch.groups), seed=seed, progress=progress, truth=truth)
+    side.update(side="toy", label=f"toy ({run.setting})", identity=_identity_toy(run),
+                data={"generator": f"{run.setting} probe_batch", "n_prompts": n, "seed": seed,
+                      "data_hash": acts.meta.get("data_hash"), "axes": list(labels)})
+    side["identity"]["model"] = lm.identity()
+
+    # truth: how well the estimated directions at the input hook recover the true ones
+    if truth and "axis_cosines" in side["details"]:
+        from . import geometry
+
+        names, M = geometry.cosine_matrix(truth)
+        side["details"]["truth_axis_cosines"] = {"axes": names, "cosines": M}
+
+    # H5: attention of the query row over the demonstrations
+    if batch.demo_match is not None:
+        from .attention import correct_attention
+
+        res = correct_attention(lm, batch, sources=("query",), progress=False)
+        _attention_into_side(side, res, "query")
+    else:
+        side["not_measured"]["attention_excess"] = f"the {run.setting} setting defines no matching demonstrations"
+
+    _toy_steering(side, lm, run, batch, X, labels, seed)
+    return side
+
+
+def _attention_into_side(side: dict[str, Any], res: dict[str, Any], source: str) -> None:
+    """H5 value = max over layers and heads of excess_share (share on matching demos - base share)."""
+    from .attention import top_heads
+
+    r = res[source]
+    E = np.asarray(r["excess_share"], dtype=float)
+    if not np.isfinite(E).any():
+        side["not_measured"]["attention_excess"] = "no head put attention mass on the demonstrations"
+        return
+    top = top_heads(res, k=5, source=source, metric="excess_share")
+    side["values"]["attention_excess"] = top[0]["value"]
+    side["details"]["attention_excess"] = E
+    side["details"]["attention"] = {"source": source, "base_share": r["base_share"], "top_heads": top,
+                                    "layers": res["layers"]}
+    side["tables"][f"attention from the {source} row: top heads"] = {
+        "header": ["layer", "head", "share on matching demos", "base share", "excess share", "mass on matching"],
+        "rows": [[t["layer"], t["head"], t["share"], r["base_share"], t["excess_share"], t["mass_match"]]
+                 for t in top]}
+
+
+# --- H6: steering specificity -------------------------------------------------------------------
+
+STEER_N = 32          # prompts per group (on-target / off-target) that are steered, per axis
+
+
+def _adder(hook: str, vec: np.ndarray):
+    """fwd_hooks factory for extract.forward_logits: add `vec` at `hook`, at each prompt's selected position."""
+    import torch
+
+    v = torch.as_tensor(np.asarray(vec), dtype=torch.float32)
+
+    def make(info):
+        def add(t, hook=None):
+            t = t.clone()
+            vv = v.to(t.device, t.dtype)
+            if info.positions is None:          # toy: the query is the last position
+                t[:, -1, :] += vv
+            else:
+                rows = torch.arange(t.shape[0], device=t.device)[:, None]
+                t[rows, info.positions.to(t.device)] += vv
+            return t
+        return [(hook, add)]
+
+    return make
+
+
+def steering_specificity(lm: Any, prompts_of: Callable[[np.ndarray], Any], readout: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                         hook: str, X: np.ndarray, labels_by_axis: dict[str, np.ndarray], prompt_axis: np.ndarray,
+                         axes: list[str], *, position: Any = "last", n_steer: int = STEER_N,
+                         n_random: int = N_RANDOM_DIRECTIONS, seed: int = 0) -> dict[str, Any]:
+    """H6: add each axis's mass-mean direction (scaled to its class-mean gap) at `hook`, `position`.
+
+    prompts_of(idx)   the prompts (or toy batch) for example indices idx
+    readout(out, idx) each prompt's decision score toward class 1 of its OWN axis, from the model
+                      output (toy: f times the label sign of "+"; transformer: logit difference of the
+                      two class labels)
+    prompt_axis[i]    the axis example i's prompt is about (on-target: the steered axis)
+    For each axis a: on = mean change of the readout on prompts of axis a (toward class 1 of a), off =
+    mean |change| on prompts of other axes; specificity = on - off. The control repeats this with
+    `n_random` random directions of the same norm. Values are means over axes.
+    """
+    from .extract import forward_logits
+
+    rng = np.random.default_rng(seed)
+    per_axis = {}
+    for a in axes:
+        y = labels_by_axis[a]
+        m0, m1 = X[y == 0].mean(0), X[y == 1].mean(0)
+        gap = m1 - m0
+        on_idx = np.flatnonzero(prompt_axis == a)
+        off_idx = np.flatnonzero(prompt_axis != a)
+        if len(on_idx) == 0 or len(off_idx) == 0:
+            continue
+        on_idx = rng.choice(on_idx, min(n_steer, len(on_idx)), replace=False)
+        off_idx = rng.choice(off_idx, min(n_steer, len(off_idx)), replace=False)
+        idx = np.concatenate([on_idx, off_idx])
+        prompts = prompts_of(idx)
+        base = readout(np.asarray(forward_logits(lm, prompts, position=position)), idx)
+
+        def effect(vec):
+            d = readout(np.asarray(forward_logits(lm, prompts, position=position, fwd_hooks=_adder(hook, vec))), idx) - base
+            on, off = float(d[:len(on_idx)].mean()), float(np.abs(d[len(on_idx):]).mean())
+            return on, off
+
+        on, off = effect(gap)
+        rand = []
+        for _ in range(n_random):
+            r = rng.normal(size=gap.shape)
+            rand.append(effect(r / np.linalg.norm(r) * np.linalg.norm(gap)))
+        per_axis[a] = {"on_target": on, "off_target": off, "specificity": on - off,
+                       "random_on_target": float(np.mean([r[0] for r in rand])),
+                       "random_off_target": float(np.mean([r[1] for r in rand])),
+                       "random_specificity": float(np.mean([r[0] - r[1] for r in rand])),
+                       "norm": float(np.linalg.norm(gap)), "n_on": len(on_idx), "n_off": len(off_idx)}
+    if not per_axis:
+        return {"per_axis": {}}
+    return {"per_axis": per_axis, "hook": hook,
+            "specificity": float(np.mean([v["specificity"] for v in per_axis.values()])),
+            "random_specificity": float(np.mean([v["random_specificity"] for v in per_axis.values()]))}
+
+
+def _steering_into_side(side: dict[str, Any], res: dict[str, Any], unit: str) -> None:
+    if not res.get("per_axis"):
+        side["not_measured"]["steering_specificity"] = "no axis had both on-target and off-target prompts"
+        return
+    side["values"]["steering_specificity"] = res["specificity"]
+    side["values"]["steering_specificity_random"] = res["random_specificity"]
+    side["details"]["steering"] = res
+    side["tables"][f"steering at {res['hook']} (effects in {unit})"] = {
+        "header": ["axis", "on-target", "off-target", "specificity", "random on", "random off", "random specificity"],
+        "rows": [[a, v["on_target"], v["off_target"], v["specificity"], v["random_on_target"],
+                  v["random_off_target"], v["random_specificity"]] for a, v in res["per_axis"].items()]}
+
+
+def _toy_steering(side, lm, run, batch, X, labels, seed) -> None:
+    """H6 on the toy: steer the query word at the input hook; readout = f toward the '+' label."""
+    hook = "blocks.0.hook_resid_pre"
+    meta = batch.meta or {}
+    if hook not in X or "task_concept" not in meta or "query_semantic" not in meta:
+        side["not_measured"]["steering_specificity"] = (
+            f"the {run.setting} probe batch has no task concept / query semantic per prompt, or no {hook}")
+        return
+    import torch
+
+    task = np.asarray(meta["task_concept"])
+    prompt_axis = np.array([f"concept_{k}" for k in task])
+    s = np.asarray(batch.target, dtype=float) * np.asarray(meta["query_semantic"], dtype=float)  # label of "+"
+    axes = [a for a in _binary_axes(labels) if a in set(prompt_axis)]
+
+    def prompts_of(idx):
+        return batch.inputs[torch.as_tensor(idx)]
+
+    def readout(out, idx):
+        return np.asarray(out, dtype=float).reshape(len(idx)) * s[idx]
+
+    res = steering_specificity(lm, prompts_of, readout, hook, X[hook], labels, prompt_axis, axes, seed=seed)
+    _steering_into_side(side, res, "units of the output f")
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+# `--quick`: a reduced toy (learns its task in seconds) and fewer prompts; a smoke test only.
+QUICK_TOY_OVERRIDES = ("d=32", "K=4", "L_train=8", "L_test=8", "steps=400", "batch_size=32", "n_test=256",
+                       "n_test_log=128", "n_bayes=2000", "n_noise_probe=16", "log_every=20")
+
+
+def fix_command(model: str) -> str:
+    """The one command that makes `model` loadable offline afterwards (run once with network)."""
+    return (f"HF_HUB_OFFLINE=0 python -c \"from transformer_lens.model_bridge import TransformerBridge; "
+            f"TransformerBridge.boot_transformers('{model}')\"")
+
+
+def _toy_config(overrides: Any, quick: bool):
+    from toy.api import get_setting
+    from toy.config import apply_overrides
+
+    cfg = get_setting("concept").config_cls()
+    items = (list(QUICK_TOY_OVERRIDES) if quick else []) + list(overrides or [])
+    return apply_overrides(cfg, items) if items else cfg.validate() or cfg
+
+
+def _same_config(run_dir: Path, cfg: Any) -> bool:
+    from toy.runio import is_complete_run, read_manifest
+
+    if not is_complete_run(run_dir):
+        return False
+    man = read_manifest(run_dir)
+    want = cfg.to_dict() if hasattr(cfg, "to_dict") else asdict(cfg)
+    return man.get("setting") == "concept" and man.get("config") == json_roundtrip(want)
+
+
+def json_roundtrip(obj: Any) -> Any:
+    import json
+
+    from toy.runio import to_jsonable
+
+    return json.loads(json.dumps(to_jsonable(obj)))
+
+
+def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.PathLike = "runs/compare", *,
+                   toy_overrides: Any = (), toy_quick: bool = False, quick: bool = False,
+                   compatibility_mode: bool = False, words: str | os.PathLike | None = "",
+                   n_prompts: int = 64, k_shots: int = 4, seed: int = 0, toy_n: int | None = None,
+                   progress: bool = True, model_required: bool = True) -> dict[str, Any]:
+    """Everything: (load or train) the toy, load the model, measure both, write the report.
+
+    toy_run         a ToyRun, a run directory, or None (train the concept toy into OUT/toy, or reuse
+                    OUT/toy when it already holds a run with the same config)
+    model           a model spec ("gpt2", "path:DIR"), a LoadedModel, or None (toy half only)
+    model_required  True: a model that cannot be loaded raises ModelLoadError before any work.
+                    False (demo): the toy half runs and the report says what is missing and the fix.
+    Returns the comparison dict (also written to OUT/comparison.json).
+    """
+    from toy.api import get_setting, load_run
+
+    from .errors import ModelLoadError
+
+    out = Path(out_dir)
+    if quick:
+        n_prompts = min(n_prompts, QUICK_N_PROMPTS)
+    toy_n = toy_n or (QUICK_TOY_N if quick else TOY_N)
+    # --- validate everything cheap before any work
+    cfg = None
+    if toy_run is None:
+        cfg = _toy_config(toy_overrides, toy_quick)
+    elif isinstance(toy_run, (str, os.PathLike)):
+        toy_run = load_run(toy_run)
+    word_data = None
+    if model is not None:
+        word_data = load_words(words)
+    loaded, model_missing, fix = None, None, None
+    if isinstance(model, str):
+        from .models import load_model
+
+        try:
+            loaded = load_model(model, compatibility_mode=compatibility_mode)
+        except ModelLoadError as e:
+            if model_required:
+                raise
+            model_missing = str(e)
+            fix = fix_command(model) if not model.startswith(("path:", "toy:", "/", ".")) else None
+    elif model is not None:
+        loaded = model
+    # --- the toy half
+    if toy_run is None:
+        run_dir = out / "toy"
+        if _same_config(run_dir, cfg):
+            toy_run = load_run(run_dir)
+            if progress:
+                print(f"reusing the toy run in {run_dir} (same config)")
+        else:
+            toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
+    toy_side = measure_toy(toy_run, n=toy_n, seed=seed, progress=progress)
+    # --- the model half
+    model_side = None
+    if loaded is not None:
+        model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
+                                   progress=progress)
+    from toy.runio import library_versions
+
+    meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick),
+            "model_requested": model if isinstance(model, str) else getattr(loaded, "model_id", None),
+            "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "toy_n": toy_n}
+    if model_missing:
+        meta["model_missing"] = model_missing
+        meta["fix"] = fix or "pass a model that loads (e.g. --model path:DIR with a save_pretrained folder)"
+    comp = build_comparison(toy_side, model_side, meta)
+    from .report import write_report
+
+    write_report(comp, out)
+    return comp

@@ -1,0 +1,422 @@
+"""Batched activation extraction at TransformerLens hook names -> float32 numpy arrays + metadata.
+
+The same call works for GPT-2 (prompts as :class:`probekit.prompt.Prompt` or plain strings) and for
+toy models (a ``toy.ProbeBatch`` or its ``inputs`` tensor)::
+
+    lm = load_model("path:/models/gpt2")
+    acts = extract(lm, prompts, "resid_post", position="word")
+    acts["blocks.5.hook_resid_post"]          # [n, d_model] float32
+    acts.meta["model"], acts.meta["position"], acts.meta["data_hash"]
+
+    acts = extract(lm, prompts, "pattern:3", position="query")
+    acts["blocks.3.attn.hook_pattern"]        # [n, n_heads, n_keys]: the query row of each head
+
+Only the requested hooks are captured, only the selected positions are kept per batch, and the
+forward pass stops as soon as the last requested hook has fired (so extracting early layers skips
+the rest of the model and the unembedding). Prompts are sorted by length into batches padded on the
+right; with causal attention the padding cannot change any real position, so results equal
+one-prompt-at-a-time extraction. Positions are checked before any work (PositionError); NaN/inf
+activations raise ActivationError naming the hook.
+
+:func:`forward_logits` gives next-token logits at the selected position (transformers) or the model
+output (toys), and both functions accept ``fwd_hooks`` (e.g. steering) reusing the same batching.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from .errors import ActivationError, DataError, PositionError
+from .hooks import is_attention_hook, resolve_hooks
+from .positions import EncodedPrompt, PositionRule, encode_prompts, parse_position, select_positions
+
+FwdHooks = Sequence[tuple[str, Callable]] | Callable[["BatchInfo"], Sequence[tuple[str, Callable]]] | None
+
+
+@dataclass
+class Activations:
+    """Extracted activations.
+
+    acts       hook name -> float32 array: [n, d] (one position per prompt), [n, p, d] (several),
+               attention patterns/scores [n, n_heads, n_keys] (or [n, p, n_heads, n_keys]); keys are
+               padded with zeros to the longest prompt (causal rows are zero there anyway)
+    meta       model identity, hooks, position rule, data hash, library versions, n, ...
+    positions  [n, p] token positions selected in each prompt (transformer models), else None
+    """
+
+    acts: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    positions: np.ndarray | None = None
+
+    def __getitem__(self, hook: str) -> np.ndarray:
+        try:
+            return self.acts[hook]
+        except KeyError:
+            from .errors import HookError
+            raise HookError(f"hook {hook!r} was not extracted; these were: {list(self.acts)}") from None
+
+    def __contains__(self, hook: str) -> bool:
+        return hook in self.acts
+
+    @property
+    def hooks(self) -> list[str]:
+        return list(self.acts)
+
+    @property
+    def n(self) -> int:
+        return int(self.meta.get("n", 0))
+
+    def stacked(self, hooks: Sequence[str] | None = None) -> np.ndarray:
+        """[n_hooks, n, ...] stack of the given hooks (default: all, in extraction order)."""
+        return np.stack([self[h] for h in (hooks or self.hooks)])
+
+
+@dataclass
+class BatchInfo:
+    """What a batch holds; passed to a callable ``fwd_hooks`` so a hook can act per prompt.
+
+    index      indices (into the prompt list) of the batch rows
+    lengths    real token count of each row (transformer) or the input length (toy)
+    positions  [b, p] selected token positions per row (transformer) or None (toy: use -1 = query)
+    """
+
+    index: np.ndarray
+    lengths: np.ndarray
+    positions: torch.Tensor | None
+
+
+@dataclass
+class Prepared:
+    """Prompts turned into model inputs, positions checked."""
+
+    kind: str
+    n: int
+    rule: PositionRule
+    data_hash: str
+    encoded: list[EncodedPrompt] | None = None     # transformer
+    positions: np.ndarray | None = None            # [n, p] transformer
+    lengths: np.ndarray | None = None              # [n]
+    toy_inputs: torch.Tensor | None = None         # toy
+    prepend_bos: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Stop(Exception):
+    """Raised from a capture hook once every requested hook has fired: the rest of the forward is skipped."""
+
+
+# ---------------------------------------------------------------------------------------------
+# preparing inputs
+
+
+def prompts_hash(prompts: Any) -> str:
+    """sha256 of the prompts (segment texts for Prompt/str, bytes for toy tensors)."""
+    from .prompt import Prompt
+
+    h = hashlib.sha256()
+    if isinstance(prompts, torch.Tensor):
+        t = prompts.detach().cpu().contiguous()
+        h.update(f"tensor{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        return h.hexdigest()
+    for p in prompts:
+        if isinstance(p, str):
+            p = Prompt.from_text(p)
+        h.update(json.dumps([list(s) for s in p.segments], ensure_ascii=False).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _toy_inputs(prompts: Any) -> torch.Tensor:
+    if isinstance(prompts, torch.Tensor):
+        x = prompts
+    elif hasattr(prompts, "inputs") and isinstance(getattr(prompts, "inputs"), torch.Tensor):
+        x = prompts.inputs
+    else:
+        raise DataError(f"toy models take a toy.ProbeBatch or its inputs tensor, not {type(prompts).__name__}")
+    if x.dim() < 2 or x.shape[0] == 0:
+        raise DataError(f"toy inputs must be [batch, pos, ...] with batch > 0; got shape {tuple(x.shape)}")
+    return x
+
+
+def prepare(lm: Any, prompts: Any, position: Any = "last") -> Prepared:
+    """Encode prompts and check the position rule for every prompt, before any forward pass."""
+    rule = parse_position(position)
+    if lm.kind == "toy":
+        x = _toy_inputs(prompts)
+        rule.toy_positions(int(x.shape[1]))  # raises PositionError for rules toys cannot honour
+        return Prepared(kind="toy", n=int(x.shape[0]), rule=rule, data_hash=prompts_hash(x), toy_inputs=x,
+                        lengths=np.full(int(x.shape[0]), int(x.shape[1])))
+    if isinstance(prompts, (str, torch.Tensor)) or hasattr(prompts, "inputs"):
+        raise DataError("transformer models take a list of probekit.prompt.Prompt objects or strings")
+    prompts = list(prompts)
+    if not prompts:
+        raise DataError("no prompts given")
+    if lm.tokenizer is None:
+        raise DataError(f"model {lm.model_id} has no tokenizer; cannot encode text prompts")
+    bos = lm.prepend_bos
+    encoded = encode_prompts(lm.tokenizer, prompts, prepend_bos=bos)
+    n_ctx = getattr(getattr(lm.model, "cfg", None), "n_ctx", None)
+    lengths = np.array([len(e.ids) for e in encoded])
+    if n_ctx and lengths.max() > n_ctx:
+        i = int(lengths.argmax())
+        raise DataError(f"prompt {i} has {lengths[i]} tokens; the model's context is {n_ctx}; shorten it")
+    pos = np.asarray(select_positions(rule, encoded), dtype=np.int64)
+    return Prepared(kind="transformer", n=len(encoded), rule=rule, data_hash=prompts_hash(prompts),
+                    encoded=encoded, positions=pos, lengths=lengths, prepend_bos=bos)
+
+
+def _pad_id(lm: Any) -> int:
+    tok = lm.tokenizer
+    for attr in ("pad_token_id", "eos_token_id"):
+        v = getattr(tok, attr, None)
+        if v is not None:
+            return int(v)
+    return 0
+
+
+def iter_batches(lm: Any, prep: Prepared, batch_size: int, subset: np.ndarray | None = None
+                 ) -> Iterator[tuple[BatchInfo, torch.Tensor, dict[str, Any]]]:
+    """Yield ``(info, model_input, forward_kwargs)``; transformer prompts are grouped by length."""
+    if batch_size < 1:
+        raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    idx_all = np.arange(prep.n) if subset is None else np.asarray(subset)
+    device = _model_device(lm)
+    if prep.kind == "toy":
+        for s in range(0, len(idx_all), batch_size):
+            idx = idx_all[s:s + batch_size]
+            x = prep.toy_inputs[torch.as_tensor(idx)].to(device)
+            yield BatchInfo(idx, prep.lengths[idx], None), x, {}
+        return
+    order = idx_all[np.argsort(prep.lengths[idx_all], kind="stable")]
+    pad = _pad_id(lm)
+    causal = getattr(getattr(lm.model, "cfg", None), "attention_dir", "causal") == "causal"
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        lens = prep.lengths[idx]
+        T = int(lens.max())
+        toks = torch.full((len(idx), T), pad, dtype=torch.long)
+        for r, i in enumerate(idx):
+            ids = prep.encoded[i].ids
+            toks[r, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        kwargs: dict[str, Any] = {}
+        if not causal:
+            kwargs["attention_mask"] = (torch.arange(T)[None, :] < torch.as_tensor(lens)[:, None]).long().to(device)
+        yield BatchInfo(idx, lens, torch.as_tensor(prep.positions[idx])), toks.to(device), kwargs
+
+
+def _model_device(lm: Any) -> torch.device:
+    try:
+        return next(lm.model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# selecting positions inside a hook
+
+
+def _select(name: str, x: torch.Tensor, info: BatchInfo, prep: Prepared, key_len: int) -> torch.Tensor:
+    """Keep only the selected positions of one hook's batch tensor (float32, detached)."""
+    x = x.detach()
+    attn = is_attention_hook(name) and x.dim() == 4
+    pos_dim = 2 if attn else 1
+    if x.dim() <= 2:  # no position axis (e.g. a toy's scalar output): keep as is
+        return x.float()
+    b = x.shape[0]
+    if prep.kind == "toy":
+        pos_len = x.shape[pos_dim]
+        try:
+            idx = prep.rule.toy_positions(pos_len)
+        except PositionError as e:
+            raise PositionError(f"hook {name!r} has {pos_len} position(s) along its position axis: {e}") from None
+        sel = x.index_select(pos_dim, torch.as_tensor(idx, device=x.device))
+        if attn:
+            sel = sel.permute(0, 2, 1, 3)  # [b, p, h, k]
+    else:
+        pos = info.positions.to(x.device)
+        rows = torch.arange(b, device=x.device)[:, None]
+        sel = x[rows, :, pos] if attn else x[rows, pos]   # [b, p, h, k] or [b, p, ...]
+        if attn and sel.shape[-1] < key_len:
+            sel = torch.nn.functional.pad(sel, (0, key_len - sel.shape[-1]))
+    if not prep.rule.multi:
+        sel = sel[:, 0] if sel.shape[1] == 1 else sel
+    return sel.float()
+
+
+def _call_model(lm: Any, x: torch.Tensor, kwargs: dict[str, Any]) -> Any:
+    if lm.kind == "transformer":
+        return lm.model(x, return_type="logits", **kwargs)
+    return lm.model(x, **kwargs)
+
+
+def _user_hooks(fwd_hooks: FwdHooks, info: BatchInfo) -> list[tuple[str, Callable]]:
+    if fwd_hooks is None:
+        return []
+    hooks = fwd_hooks(info) if callable(fwd_hooks) else fwd_hooks
+    return list(hooks or [])
+
+
+def run_batch(lm: Any, prep: Prepared, names: Sequence[str], info: BatchInfo, x: torch.Tensor,
+              kwargs: dict[str, Any], fwd_hooks: FwdHooks = None, key_len: int = 0,
+              check_finite: bool = True, stop_early: bool = True) -> dict[str, torch.Tensor]:
+    """One forward pass capturing `names` at the selected positions; returns {name: tensor [b, ...]}."""
+    got: dict[str, torch.Tensor] = {}
+    wanted = set(names)
+
+    def make(name: str) -> Callable:
+        def capture(t: torch.Tensor, hook: Any = None) -> torch.Tensor:
+            if isinstance(t, tuple):
+                t = t[0]
+            if name not in got:
+                got[name] = _select(name, t, info, prep, key_len)
+                if stop_early and len(got) == len(wanted):
+                    raise _Stop()
+            return t
+        return capture
+
+    hooks = _user_hooks(fwd_hooks, info) + [(n, make(n)) for n in names]
+    with torch.no_grad(), lm.model.hooks(fwd_hooks=hooks):
+        try:
+            _call_model(lm, x, kwargs)
+        except _Stop:
+            pass
+    missing = wanted - set(got)
+    if missing:
+        raise ActivationError(f"hooks {sorted(missing)} did not fire during the forward pass; this model does not "
+                              "compute them (choose hooks from LoadedModel.hook_names())")
+    if check_finite:
+        for name, t in got.items():
+            if not torch.isfinite(t).all():
+                bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+                rows = info.index[bad.cpu().numpy()][:10].tolist()
+                raise ActivationError(f"hook {name!r} produced NaN/inf activations (prompts {rows}); check the "
+                                      "model weights, the inputs and any fwd_hooks that edit activations")
+    return got
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+
+
+def activation_meta(lm: Any, prep: Prepared, names: Sequence[str], shapes: dict[str, tuple]) -> dict[str, Any]:
+    from toy.runio import library_versions
+
+    return {"model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
+            "data_hash": prep.data_hash, "n": prep.n, "prepend_bos": prep.prepend_bos,
+            "shapes": {k: list(v) for k, v in shapes.items()}, "dtype": "float32",
+            "versions": library_versions()}
+
+
+def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_size: int = 32,
+            store_dir: Any = None, progress: bool = True, *, fwd_hooks: FwdHooks = None,
+            shard_size: int = 2048, check_finite: bool = True) -> "Activations":
+    """Extract activations of `hooks` at `position` for every prompt.
+
+    lm          a :class:`~probekit.models.LoadedModel`
+    prompts     list of Prompt / str (transformer), or toy.ProbeBatch / inputs tensor (toy)
+    hooks       exact names, short names (``"resid_post"``, ``"pattern:3"``), globs or ``"all"``
+    position    selector (``"last"``, ``"word"``, ``"word:i"``, ``"query"``, ``"labels"``, ``"all"``, ints)
+    store_dir   optional folder: safetensors shards of `shard_size` prompts + manifest, resumable
+                (see :mod:`probekit.store`)
+    fwd_hooks   extra ``[(hook_name, fn)]`` run before capture (e.g. steering), or a callable
+                ``f(BatchInfo) -> [(hook_name, fn)]`` for per-prompt edits
+
+    Example::
+
+        acts = extract(lm, ["The cat sat", "A dog ran far"], "resid_post:1", position="last")
+        acts["blocks.1.hook_resid_post"].shape     # (2, d_model)
+    """
+    from tqdm.auto import tqdm
+
+    names = resolve_hooks(lm.model, hooks)
+    prep = prepare(lm, prompts, position)
+    key_len = int(prep.lengths.max())
+    if store_dir is not None:
+        from .store import extract_to_store
+        return extract_to_store(lm, prep, names, store_dir, batch_size=batch_size, shard_size=shard_size,
+                                progress=progress, fwd_hooks=fwd_hooks, check_finite=check_finite)
+    out: dict[str, np.ndarray] = {}
+    bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress)
+    try:
+        for info, x, kw in iter_batches(lm, prep, batch_size):
+            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
+            _scatter(out, got, info.index, prep.n)
+            bar.update(len(info.index))
+    finally:
+        bar.close()
+    acts = {n: out[n] for n in names}
+    return Activations(acts=acts, meta=activation_meta(lm, prep, names, {k: v.shape for k, v in acts.items()}),
+                       positions=prep.positions)
+
+
+def _scatter(out: dict[str, np.ndarray], got: dict[str, torch.Tensor], index: np.ndarray, n: int) -> None:
+    for name, t in got.items():
+        a = t.cpu().numpy()
+        if name not in out:
+            out[name] = np.empty((n,) + a.shape[1:], dtype=np.float32)
+        elif out[name].shape[1:] != a.shape[1:]:
+            raise ActivationError(f"hook {name!r}: batch shape {a.shape[1:]} differs from earlier batches "
+                                  f"{out[name].shape[1:]}; use a position rule that selects a fixed number of positions")
+        out[name][index] = a
+
+
+def forward_logits(lm: Any, prompts: Any, position: Any = "last", batch_size: int = 32, progress: bool = False,
+                   *, fwd_hooks: FwdHooks = None) -> np.ndarray:
+    """Next-token logits at `position` (transformers: [n, d_vocab], or [n, p, d_vocab] for several
+    positions) or the model output (toys: the forward's return value stacked over prompts), float32.
+
+    Only the selected positions go through the unembedding. `fwd_hooks` as in :func:`extract`
+    (e.g. a steering hook adding a direction to ``blocks.L.hook_resid_post``).
+
+    Example::
+
+        logits = forward_logits(lm, prompts, position="last")
+        pred = logits.argmax(-1)                       # next-token ids
+    """
+    from tqdm.auto import tqdm
+
+    prep = prepare(lm, prompts, position)
+    bar = tqdm(total=prep.n, desc="forward", unit="prompt", disable=not progress)
+    out: dict[str, np.ndarray] = {}
+    try:
+        for info, x, kw in iter_batches(lm, prep, batch_size):
+            if lm.kind == "toy":
+                with torch.no_grad(), lm.model.hooks(fwd_hooks=_user_hooks(fwd_hooks, info)):
+                    y = lm.model(x, **kw)
+                if isinstance(y, tuple):
+                    y = y[0]
+                got = {"out": y.detach().float()}
+            else:
+                got = _transformer_logits(lm, prep, info, x, kw, fwd_hooks)
+            if not torch.isfinite(got["out"]).all():
+                raise ActivationError("the model produced NaN/inf outputs; check the weights, inputs and fwd_hooks")
+            _scatter(out, got, info.index, prep.n)
+            bar.update(len(info.index))
+    finally:
+        bar.close()
+    return out["out"]
+
+
+UNEMBED_INPUT = "unembed.hook_in"
+
+
+def _transformer_logits(lm: Any, prep: Prepared, info: BatchInfo, x: torch.Tensor, kwargs: dict[str, Any],
+                        fwd_hooks: FwdHooks) -> dict[str, torch.Tensor]:
+    model = lm.model
+    if UNEMBED_INPUT in model.hook_dict and hasattr(model, "unembed"):
+        got = run_batch(lm, prep, [UNEMBED_INPUT], info, x, kwargs, fwd_hooks, check_finite=False)
+        h = got[UNEMBED_INPUT]
+        with torch.no_grad():
+            logits = model.unembed(h.to(_model_device(lm)))
+        return {"out": logits.float()}
+    with torch.no_grad(), model.hooks(fwd_hooks=_user_hooks(fwd_hooks, info)):
+        logits = model(x, return_type="logits", **kwargs)
+    rows = torch.arange(logits.shape[0])[:, None]
+    sel = logits[rows, info.positions.to(logits.device)]
+    return {"out": (sel if prep.rule.multi else sel[:, 0]).float()}

@@ -1,0 +1,264 @@
+"""Load a model to probe: GPT-2 (or another TransformerLens-supported name), a local checkpoint
+folder, or a trained toy run. Everything downstream receives a :class:`LoadedModel`.
+
+Specs::
+
+    load_model("gpt2")                     # TransformerBridge; downloads once, then the HF cache
+    load_model("path:/models/gpt2")        # a folder from `save_pretrained` (weights + tokenizer)
+    load_model("/models/gpt2")             # an existing directory given bare: same as path:
+    load_model("toy:runs/concept")         # a trained toy run (toy.load_run), its own hook points
+    load_model("gpt2", compatibility_mode=True)   # HookedTransformer-style folded/centred weights
+
+Offline with no cached weights, loading ``gpt2`` raises :class:`~probekit.errors.ModelLoadError`
+saying what was tried and how to fix it. Random weights are never substituted for pretrained ones.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ModelLoadError
+
+RAW_PROCESSING = {"compatibility_mode": False, "fold_ln": False, "center_writing_weights": False,
+                  "center_unembed": False, "fold_value_biases": False}
+COMPAT_PROCESSING = {"compatibility_mode": True, "fold_ln": True, "center_writing_weights": True,
+                     "center_unembed": True, "fold_value_biases": True}
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json", "tokenizer.model")
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for extraction, with the facts every output records.
+
+    >>> lm = load_model("path:/models/gpt2")            # doctest: +SKIP
+    >>> lm.identity()                                    # doctest: +SKIP
+    {'model_id': 'path:/models/gpt2', 'kind': 'transformer', 'processing': {...}, 'n_layers': 12, 'd_model': 768, ...}
+    >>> lm.resid_hook(3)                                 # doctest: +SKIP
+    'blocks.3.hook_resid_post'
+    """
+
+    model: Any                     # a TransformerBridge, or the toy's HookedRootModule
+    model_id: str                  # "gpt2", "path:/abs/dir", "toy:/abs/run"
+    kind: str                      # "transformer" | "toy"
+    processing: dict               # compatibility_mode, fold_ln, center_writing_weights, center_unembed, ...
+    n_layers: int
+    d_model: int
+    n_heads: int
+    tokenizer: Any | None = None   # HF tokenizer (transformer) or None (toy)
+    toy_run: Any | None = None     # toy.ToyRun (toy) or None
+    extra: dict = field(default_factory=dict)   # e.g. {"setting": "concept"}, {"source": "huggingface"}
+
+    def hook_names(self) -> list[str]:
+        """Every hook point once, by its legacy TransformerLens name, in forward order."""
+        from .hooks import hook_names
+
+        return hook_names(self.model)
+
+    def resolve_hooks(self, hooks: Any) -> list[str]:
+        """Exact hook names for a request such as ``"resid_post"`` (see :mod:`probekit.hooks`)."""
+        from .hooks import resolve_hooks
+
+        return resolve_hooks(self.model, hooks)
+
+    def resid_hook(self, layer: int, where: str = "post") -> str:
+        """``blocks.{layer}.hook_resid_{where}`` (where in pre/mid/post); negative layers count from the end."""
+        if where not in ("pre", "mid", "post"):
+            from .errors import HookError
+            raise HookError(f"resid_hook(where={where!r}): use 'pre', 'mid' or 'post'")
+        L = layer + self.n_layers if layer < 0 else layer
+        name = f"blocks.{L}.hook_resid_{where}"
+        if name not in self.model.hook_dict:
+            from .hooks import resolve_hooks
+            resolve_hooks(self.model, name)  # raises HookError listing valid hooks
+        return name
+
+    @property
+    def prepend_bos(self) -> bool:
+        """Whether text prompts start with the BOS token (TransformerLens' default for GPT-2)."""
+        if self.kind != "transformer" or self.tokenizer is None:
+            return False
+        cfg = getattr(self.model, "cfg", None)
+        default = getattr(cfg, "default_prepend_bos", True)
+        return bool(default) and getattr(self.tokenizer, "bos_token_id", None) is not None
+
+    def identity(self) -> dict:
+        """Model facts stored with every output (activations, probes, reports)."""
+        out = {"model_id": self.model_id, "kind": self.kind, "processing": dict(self.processing),
+               "n_layers": int(self.n_layers), "d_model": int(self.d_model), "n_heads": int(self.n_heads)}
+        if self.kind == "toy" and self.toy_run is not None:
+            out["setting"] = getattr(self.toy_run, "setting", None)
+        return out
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or \
+        os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+        return str(constants.HF_HUB_CACHE)
+    except Exception:  # pragma: no cover - huggingface_hub is a transformers dependency
+        return os.environ.get("HF_HUB_CACHE", "~/.cache/huggingface/hub")
+
+
+def _finish_bridge(bridge: Any, compatibility_mode: bool) -> dict:
+    if compatibility_mode:
+        try:
+            bridge.enable_compatibility_mode(disable_warnings=True)
+        except Exception as e:
+            raise ModelLoadError(f"enable_compatibility_mode() failed for this model ({type(e).__name__}: {e}); "
+                                 "load it with compatibility_mode=False (raw weights)") from e
+        processing = dict(COMPAT_PROCESSING)
+    else:
+        processing = dict(RAW_PROCESSING)
+    bridge.eval()  # dropout off: activations must be deterministic
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    return processing
+
+
+def _bridge_model(bridge: Any, model_id: str, tokenizer: Any, processing: dict, extra: dict) -> LoadedModel:
+    cfg = bridge.cfg
+    return LoadedModel(model=bridge, model_id=model_id, kind="transformer", processing=processing,
+                       n_layers=int(cfg.n_layers), d_model=int(cfg.d_model), n_heads=int(cfg.n_heads),
+                       tokenizer=tokenizer, toy_run=None, extra=extra)
+
+
+def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
+    path = path.expanduser().resolve()
+    if not path.is_dir():
+        raise ModelLoadError(f"path:{path}: no such directory. Pass a folder written by `save_pretrained` "
+                             "(config.json, weights, tokenizer files)")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"path:{path}: no config.json in the folder; it does not look like a "
+                             "`save_pretrained` checkpoint (for a toy run use toy:{path})")
+    from transformers import AutoTokenizer
+    from transformer_lens.model_bridge import TransformerBridge
+
+    extra: dict[str, Any] = {"source": "local_dir"}
+    if any((path / f).is_file() for f in _TOKENIZER_FILES):
+        try:
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as e:
+            raise ModelLoadError(f"path:{path}: the folder's tokenizer could not be loaded ({type(e).__name__}: {e}); "
+                                 "save the tokenizer with `tokenizer.save_pretrained(dir)` next to the weights") from e
+    else:
+        import json
+        cfg = json.loads((path / "config.json").read_text())
+        if cfg.get("model_type") == "gpt2" and int(cfg.get("vocab_size", 0)) == 50257:
+            from .tokenizer import load_gpt2_tokenizer
+            tok = load_gpt2_tokenizer()
+            extra["tokenizer"] = "gpt2 (probekit offline copy; the folder has no tokenizer files)"
+        else:
+            raise ModelLoadError(f"path:{path}: the folder has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
+                                 "save the tokenizer there with `tokenizer.save_pretrained(dir)`")
+    try:
+        bridge = TransformerBridge.boot_transformers(str(path), device=device, tokenizer=tok)
+    except Exception as e:
+        raise ModelLoadError(f"path:{path}: TransformerBridge.boot_transformers could not load the checkpoint "
+                             f"({type(e).__name__}: {e}). The folder must hold a TransformerLens-supported "
+                             "architecture saved with `save_pretrained`") from e
+    processing = _finish_bridge(bridge, compatibility_mode)
+    return _bridge_model(bridge, f"path:{path}", tok, processing, extra)
+
+
+def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        bridge = TransformerBridge.boot_transformers(name, device=device)
+    except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
+        # huggingface_hub's offline / connection / not-found errors are OSError subclasses
+        mode = "HF_HUB_OFFLINE is set" if _offline() else "no network or the Hub refused"
+        raise ModelLoadError(
+            f"could not load {name!r}: tried TransformerBridge.boot_transformers({name!r}) with the Hugging Face "
+            f"cache at {_hf_cache_dir()} ({mode}; {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
+            f"Fix: run once with network to cache the weights, e.g.\n"
+            f"    HF_HUB_OFFLINE=0 python -c \"from transformer_lens.model_bridge import TransformerBridge; "
+            f"TransformerBridge.boot_transformers('{name}')\"\n"
+            f"or pass path:DIR with a folder written by `save_pretrained` (weights + tokenizer), e.g. from "
+            f"transformers.AutoModelForCausalLM.from_pretrained('{name}').save_pretrained(DIR) on a machine with "
+            f"network. Random weights are never used in place of pretrained ones."
+        ) from e
+    processing = _finish_bridge(bridge, compatibility_mode)
+    return _bridge_model(bridge, name, bridge.tokenizer, processing, {"source": "huggingface"})
+
+
+def _toy_dims(run: Any, model: Any, n_layers: int) -> tuple[int, int]:
+    sources = [getattr(model, "cfg", None), getattr(run, "config", None)]
+    d_model = n_heads = None
+    for src in sources:
+        if src is None:
+            continue
+        for k in ("d_model", "d_embed", "d_hidden", "d"):
+            if d_model is None and isinstance(getattr(src, k, None), int):
+                d_model = getattr(src, k)
+        for k in ("n_heads", "n_head", "heads"):
+            if n_heads is None and isinstance(getattr(src, k, None), int):
+                n_heads = getattr(src, k)
+    return int(d_model or 0), int(n_heads or 1)
+
+
+def toy_loaded_model(run: Any, model_id: str | None = None) -> LoadedModel:
+    """Wrap an in-memory `toy.ToyRun` (e.g. just trained) as a LoadedModel."""
+    from .hooks import hook_layer
+
+    model = run.model
+    if not hasattr(model, "hook_dict"):
+        raise ModelLoadError(f"toy run model is a {type(model).__name__}, not a TransformerLens HookedRootModule")
+    model.eval()
+    layers = [hook_layer(n) for n in model.hook_dict]
+    n_layers = max([x for x in layers if x is not None], default=-1) + 1
+    d_model, n_heads = _toy_dims(run, model, n_layers)
+    mid = model_id or (f"toy:{Path(run.path).resolve()}" if getattr(run, "path", None) else f"toy:{run.setting}(in-memory)")
+    return LoadedModel(model=model, model_id=mid, kind="toy", processing={"compatibility_mode": False},
+                       n_layers=n_layers, d_model=d_model, n_heads=n_heads, tokenizer=None, toy_run=run,
+                       extra={"setting": getattr(run, "setting", None)})
+
+
+def _load_toy(path: str) -> LoadedModel:
+    from toy.api import load_run
+    from toy.config import ConfigError
+    from toy.runio import RunError
+
+    p = Path(path).expanduser().resolve()
+    try:
+        run = load_run(p)
+    except (RunError, ConfigError, OSError, ImportError) as e:
+        raise ModelLoadError(f"toy:{p}: could not load the toy run ({type(e).__name__}: {e}). Train one with "
+                             f"`probekit toy train --out {p}` or check the path") from e
+    return toy_loaded_model(run, f"toy:{p}")
+
+
+def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False) -> LoadedModel:
+    """Load `spec` (``gpt2``-style name, ``path:DIR``, an existing directory, or ``toy:RUN_DIR``).
+
+    `compatibility_mode=True` applies HookedTransformer-style weight processing (fold LayerNorm,
+    centre writing weights and unembedding) via ``bridge.enable_compatibility_mode()``; it is
+    recorded in ``LoadedModel.processing`` because it changes residual-stream coordinates.
+    Raises ModelLoadError with what was tried and how to fix it.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelLoadError(f"model spec {spec!r}: pass a name like 'gpt2', 'path:DIR' or 'toy:RUN_DIR'")
+    spec = spec.strip()
+    if spec.startswith("toy:"):
+        if compatibility_mode:
+            raise ModelLoadError("compatibility_mode applies to transformer checkpoints, not toy runs; drop it")
+        return _load_toy(spec[4:])
+    if spec.startswith("path:"):
+        return _load_dir(Path(spec[5:]), device, compatibility_mode)
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        from toy.runio import is_complete_run
+        if is_complete_run(p):
+            return _load_toy(str(p))
+        return _load_dir(p, device, compatibility_mode)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelLoadError(f"{spec!r} looks like a path but no such directory exists; pass path:DIR with a "
+                             "folder from `save_pretrained`, or a model name such as 'gpt2'")
+    return _load_hub(spec, device, compatibility_mode)

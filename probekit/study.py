@@ -1,0 +1,193 @@
+"""Declarative studies: a TOML file names a study kind and its settings; `probekit run FILE.toml`
+validates every key (unknown keys are named together with the valid ones) before any work, then
+runs the study through the library and writes its results under `--out` (or `[study] out`).
+
+    [study]
+    kind = "concept_sweep"          # concept_sweep | attention_heads | compare
+    out = "runs/gpt2_concept_sweep"
+
+    [model]
+    spec = "gpt2"
+
+    [data]
+    n_prompts = 64
+
+`--set section.key=value` overrides a key (the value is read as a TOML literal when it parses as one,
+else as a string: `--set model.spec=path:/models/gpt2 --set data.n_prompts=16`).
+The valid sections and keys of each kind, with defaults, are in `STUDY_KINDS` and printed by
+`probekit run --list`.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ProbekitError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+class StudyError(ProbekitError):
+    """A study file with unknown or badly typed keys, or an unknown study kind."""
+
+
+@dataclass(frozen=True)
+class StudyKind:
+    name: str
+    description: str
+    schema: dict[str, dict[str, Any]]      # section -> key -> default (type taken from the default)
+    runner: Callable[[dict[str, dict[str, Any]], Path, bool], dict[str, Any]]
+    required: tuple[str, ...] = ()          # "section.key" that must be given (default None)
+
+
+_COMMON = {"kind": "", "name": "", "description": "", "out": ""}
+
+
+def _run_concept_sweep(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    from .studies_impl import concept_sweep
+
+    return concept_sweep(out=out, progress=progress, **cfg["model"], **cfg["data"], **cfg["probe"])
+
+
+def _run_attention_heads(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    from .studies_impl import attention_heads
+
+    return attention_heads(out=out, progress=progress, **cfg["model"], **cfg["data"], **cfg["attention"])
+
+
+def _run_compare(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    from .compare import run_comparison
+
+    toy = cfg["toy"]
+    comp = run_comparison(
+        toy_run=toy["run"] or None, toy_overrides=toy["set"], toy_quick=toy["quick"],
+        model=cfg["model"]["spec"], compatibility_mode=cfg["model"]["compatibility_mode"],
+        out_dir=out, progress=progress, **cfg["measure"])
+    return {"complete": comp["complete"], "out": str(out)}
+
+
+_MODEL = {"spec": "gpt2", "compatibility_mode": False}
+_DATA = {"words": "", "axes": [], "n_prompts": 64, "k_shots": 4, "label_mode": "natural", "seed": 0}
+
+STUDY_KINDS: dict[str, StudyKind] = {
+    "concept_sweep": StudyKind(
+        "concept_sweep",
+        "probe every concept axis of the word data at every layer of a model (accuracy, control task, selectivity)",
+        {"study": dict(_COMMON), "model": dict(_MODEL), "data": dict(_DATA),
+         "probe": {"hooks": "resid_post", "position": "query", "probe": "logistic", "n_folds": 4}},
+        _run_concept_sweep,
+    ),
+    "attention_heads": StudyKind(
+        "attention_heads",
+        "attention from the query to matching in-context examples, per layer and head, plus prefix-matching scores",
+        {"study": dict(_COMMON), "model": dict(_MODEL), "data": dict(_DATA),
+         "attention": {"top_k": 10, "prefix_matching": True, "prefix_seq_len": 32}},
+        _run_attention_heads,
+    ),
+    "compare": StudyKind(
+        "compare",
+        "toy-vs-model comparison: six linear-representation hypotheses, measured side by side, with a report",
+        {"study": dict(_COMMON), "model": dict(_MODEL),
+         "toy": {"run": "", "set": [], "quick": False},
+         "measure": {"n_prompts": 64, "k_shots": 4, "seed": 0, "words": ""}},
+        _run_compare,
+    ),
+}
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}.get(type(v), type(v).__name__)
+
+
+def _check_type(where: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise StudyError(f"{where} = {value!r}: expected a {_type_name(default)} (default {default!r})")
+    return value
+
+
+def _parse_literal(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def resolve(data: dict[str, Any], overrides: list[str] | None = None, source: str = "study") -> tuple[StudyKind, dict[str, dict[str, Any]]]:
+    """Validate a parsed study (plus `section.key=value` overrides) and fill defaults."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides or []:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise StudyError(f"--set {item!r}: expected section.key=value (for example --set model.spec=gpt2)")
+        key, raw = item.split("=", 1)
+        section, name = key.strip().split(".", 1)
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise StudyError(f"--set {item!r}: {section!r} is not a section")
+        data[section][name] = _parse_literal(raw.strip())
+    study = data.get("study")
+    if not isinstance(study, dict) or "kind" not in study:
+        raise StudyError(f"{source}: missing [study] kind = ...; valid kinds: {sorted(STUDY_KINDS)}")
+    kind = STUDY_KINDS.get(study["kind"])
+    if kind is None:
+        raise StudyError(f"{source}: unknown study kind {study['kind']!r}; valid kinds: {sorted(STUDY_KINDS)}")
+    unknown_sections = sorted(set(data) - set(kind.schema))
+    if unknown_sections:
+        raise StudyError(f"{source}: unknown section(s) {unknown_sections} for kind {kind.name!r}; "
+                         f"valid sections: {sorted(kind.schema)}")
+    cfg: dict[str, dict[str, Any]] = {}
+    for section, keys in kind.schema.items():
+        given = data.get(section, {})
+        if not isinstance(given, dict):
+            raise StudyError(f"{source}: {section!r} must be a table [{section}]")
+        unknown = sorted(set(given) - set(keys))
+        if unknown:
+            raise StudyError(f"{source}: unknown key(s) {unknown} in [{section}] for kind {kind.name!r}; "
+                             f"valid keys: {sorted(keys)}")
+        cfg[section] = {k: _check_type(f"{source}: [{section}] {k}", given[k], d) if k in given else
+                        (list(d) if isinstance(d, list) else d) for k, d in keys.items()}
+    return kind, cfg
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> tuple[StudyKind, dict[str, dict[str, Any]]]:
+    p = Path(path)
+    if not p.is_file():
+        raise StudyError(f"no study file at {p}; the bundled studies are in probes/*.toml")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{p}: not valid TOML: {e}") from None
+    return resolve(data, overrides, source=str(p))
+
+
+def run_study(path: str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Validate, then run the study file; returns the study's summary dict."""
+    kind, cfg = load_study(path, overrides)
+    out_dir = Path(out or cfg["study"]["out"] or Path("runs") / Path(path).stem)
+    result = kind.runner(cfg, out_dir, progress)
+    return {"kind": kind.name, "out": str(out_dir), "config": cfg, "result": result}
+
+
+def describe_kinds() -> str:
+    lines = []
+    for kind in STUDY_KINDS.values():
+        lines.append(f"{kind.name}: {kind.description}")
+        for section, keys in kind.schema.items():
+            lines.append(f"  [{section}] " + ", ".join(f"{k} = {v!r}" for k, v in keys.items()))
+    return "\n".join(lines)
