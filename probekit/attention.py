@@ -189,7 +189,7 @@ def _icl_structure(prompts: Sequence[Any], encoded: Sequence[Any]) -> list[dict[
 
 
 def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None,
-                      sources: Sequence[str] = ("query", "final"), batch_size: int = 16,
+                      sources: Sequence[str] = ("query", "final"), batch_size: int | None = None,
                       progress: bool = True) -> dict[str, Any]:
     """Correct-attention metrics for every layer and head (definitions in the module docstring).
 
@@ -197,6 +197,7 @@ def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None
     data   transformer: a list of ICL ``Prompt`` s (meta ``demo_classes``, ``query_class``);
            toy: a ``toy.ProbeBatch`` (uses ``demo_match``, ``demo_key_pos``, ``query_row``)
     layers default all layers; sources: subset of ("query", "final") (toys: only "query")
+    batch_size prompts per forward (default 16 for transformers, 1024 for toys)
 
     Returns ``{"kind", "model", "n_prompts", "layers", "n_heads", "sources", "parts",
     <source>: {<metric>: ...}}`` where for transformers each source holds, for each part p in
@@ -217,6 +218,8 @@ def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None
     bad = [s for s in sources if s not in ("query", "final")]
     if bad or not sources:
         raise ProbekitError(f"sources must be a non-empty subset of ('query', 'final'); got {list(sources)}")
+    if batch_size is None:
+        batch_size = 1024 if lm.kind == "toy" else 16
     result: dict[str, Any] = {"kind": lm.kind, "model": lm.identity(), "layers": layers, "n_heads": int(lm.n_heads)}
 
     if lm.kind == "toy":

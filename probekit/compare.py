@@ -322,7 +322,8 @@ TOY_N = 1024
 N_FOLDS = 4
 QUICK_TOY_N = 256
 QUICK_N_PROMPTS = 12
-N_RANDOM_DIRECTIONS = 8
+QUICK_N_AXES = 4
+N_RANDOM_DIRECTIONS = 4
 
 
 def _binary_axes(labels_by_axis: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -516,11 +517,12 @@ def _attention_into_side(side: dict[str, Any], res: dict[str, Any], source: str)
 
 # --- H6: steering specificity -------------------------------------------------------------------
 
-STEER_N = 32          # prompts per group (on-target / off-target) that are steered, per axis
+STEER_N = 16          # prompts per group (on-target / off-target) that are steered, per axis
 
 
-def _adder(hook: str, vec: np.ndarray):
-    """fwd_hooks factory for extract.forward_logits: add `vec` at `hook`, at each prompt's selected position."""
+def _adder(hook: str, vec: np.ndarray, add_pos: np.ndarray | None):
+    """fwd_hooks factory for extract.forward_logits: add `vec` at `hook`, at each prompt's position
+    `add_pos[prompt index]` (None: the last position, the toy's query)."""
     import torch
 
     v = torch.as_tensor(np.asarray(vec), dtype=torch.float32)
@@ -529,11 +531,11 @@ def _adder(hook: str, vec: np.ndarray):
         def add(t, hook=None):
             t = t.clone()
             vv = v.to(t.device, t.dtype)
-            if info.positions is None:          # toy: the query is the last position
+            if add_pos is None:
                 t[:, -1, :] += vv
             else:
-                rows = torch.arange(t.shape[0], device=t.device)[:, None]
-                t[rows, info.positions.to(t.device)] += vv
+                rows = torch.arange(t.shape[0], device=t.device)
+                t[rows, torch.as_tensor(add_pos[info.index], device=t.device)] += vv
             return t
         return [(hook, add)]
 
@@ -542,9 +544,11 @@ def _adder(hook: str, vec: np.ndarray):
 
 def steering_specificity(lm: Any, prompts_of: Callable[[np.ndarray], Any], readout: Callable[[np.ndarray, np.ndarray], np.ndarray],
                          hook: str, X: np.ndarray, labels_by_axis: dict[str, np.ndarray], prompt_axis: np.ndarray,
-                         axes: list[str], *, position: Any = "last", n_steer: int = STEER_N,
+                         axes: list[str], *, add_positions: Callable[[Any], np.ndarray | None] = lambda p: None,
+                         n_steer: int = STEER_N,
                          n_random: int = N_RANDOM_DIRECTIONS, seed: int = 0) -> dict[str, Any]:
-    """H6: add each axis's mass-mean direction (scaled to its class-mean gap) at `hook`, `position`.
+    """H6: add each axis's mass-mean direction (scaled to its class-mean gap) at `hook`, at the position
+    `add_positions(prompts)` gives per prompt (None: the last position); outputs are read at the last position.
 
     prompts_of(idx)   the prompts (or toy batch) for example indices idx
     readout(out, idx) each prompt's decision score toward class 1 of its OWN axis, from the model
@@ -571,10 +575,11 @@ def steering_specificity(lm: Any, prompts_of: Callable[[np.ndarray], Any], reado
         off_idx = rng.choice(off_idx, min(n_steer, len(off_idx)), replace=False)
         idx = np.concatenate([on_idx, off_idx])
         prompts = prompts_of(idx)
-        base = readout(np.asarray(forward_logits(lm, prompts, position=position)), idx)
+        pos = add_positions(prompts)
+        base = readout(np.asarray(forward_logits(lm, prompts, position="last")), idx)
 
         def effect(vec):
-            d = readout(np.asarray(forward_logits(lm, prompts, position=position, fwd_hooks=_adder(hook, vec))), idx) - base
+            d = readout(np.asarray(forward_logits(lm, prompts, position="last", fwd_hooks=_adder(hook, vec, pos))), idx) - base
             on, off = float(d[:len(on_idx)].mean()), float(np.abs(d[len(on_idx):]).mean())
             return on, off
 
@@ -677,7 +682,7 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
                    toy_overrides: Any = (), toy_quick: bool = False, quick: bool = False,
                    compatibility_mode: bool = False, words: str | os.PathLike | None = "",
                    n_prompts: int = 64, k_shots: int = 4, seed: int = 0, toy_n: int | None = None,
-                   progress: bool = True, model_required: bool = True) -> dict[str, Any]:
+                   axes: list[str] | None = None, progress: bool = True, model_required: bool = True) -> dict[str, Any]:
     """Everything: (load or train) the toy, load the model, measure both, write the report.
 
     toy_run         a ToyRun, a run directory, or None (train the concept toy into OUT/toy, or reuse
@@ -730,8 +735,10 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
     # --- the model half
     model_side = None
     if loaded is not None:
+        if quick and not axes:
+            axes = model_axes(word_data, k_shots)[0][:QUICK_N_AXES]
         model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
-                                   progress=progress)
+                                   axes=axes or None, progress=progress)
     from toy.runio import library_versions
 
     meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick),
@@ -745,3 +752,109 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
 
     write_report(comp, out)
     return comp
+
+
+# --- the model side -----------------------------------------------------------------------------
+
+def load_words(words: Any = "") -> Any:
+    """A WordDataset: the given one, a CSV path, or the bundled data/words.csv ("" / None)."""
+    from .words import WordDataset, default_word_csv, load_word_csv
+
+    if isinstance(words, WordDataset):
+        return words
+    return load_word_csv(words or default_word_csv())
+
+
+def model_axes(words: Any, k_shots: int, axes: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Binary axes with enough words per class for ICL prompts and grouped folds; skipped ones with why."""
+    from .errors import DataError
+
+    chosen = list(axes) if axes else words.axes
+    ok, skipped = [], {}
+    for a in chosen:
+        if a not in words.axes:
+            raise DataError(f"unknown concept axis {a!r}; axes in {words.source or 'the word data'}: {words.axes}")
+        counts = words.class_counts(a)
+        need = max(-(-k_shots // 2) + 1, N_FOLDS + 1)
+        if len(counts) != 2:
+            skipped[a] = f"not binary (classes {list(counts)})"
+        elif min(counts.values()) < need:
+            skipped[a] = f"too few words per class ({counts}; need {need})"
+        else:
+            ok.append(a)
+    return ok, skipped
+
+
+def measure_model(lm: Any, words: Any, *, n_prompts: int = 64, k_shots: int = 4, seed: int = 0,
+                  axes: list[str] | None = None, label_mode: str = "natural", progress: bool = True) -> dict[str, Any]:
+    """All six hypotheses on a transformer, from ICL prompts built from the word data (one task per axis).
+
+    Representations: the residual stream (embedding + every layer) at the last token of the query word.
+    Each prompt's query word is labelled on EVERY axis it carries in the word data (multi-concept words),
+    groups = query word (held-out words in every split).
+    """
+    from .errors import DataError
+    from .extract import extract, prepare
+    from .icl import build_icl_prompts, candidate_token_ids
+
+    words = load_words(words)
+    use_axes, skipped = model_axes(words, k_shots, axes)
+    if len(use_axes) < 1:
+        raise DataError(f"no usable concept axis in the word data: {skipped}")
+    prompts, prompt_axis = [], []
+    for a in use_axes:
+        ps = build_icl_prompts(words, a, k=k_shots, n_prompts=n_prompts, label_mode=label_mode, seed=seed)
+        prompts += ps
+        prompt_axis += [a] * len(ps)
+    prompt_axis = np.array(prompt_axis)
+    qwords = [p.meta["query_word"] for p in prompts]
+    rows = np.array([words.index(w) for w in qwords])
+    labels = {a: words.labels(a)[rows] for a in use_axes}
+    groups = np.array(qwords)
+    hooks = lm.resolve_hooks(["blocks.0.hook_resid_pre", "resid_post"])
+    acts = extract(lm, prompts, hooks, position="query", progress=progress)
+    X = {h: np.asarray(acts[h], dtype=np.float64) for h in hooks}
+    side = measure_representation(X, labels, groups, seed=seed, progress=progress)
+    side.update(side="model", label=lm.model_id, identity=lm.identity(),
+                data={"words": words.source, "words_data_hash": words.data_hash, "prompts_data_hash": acts.meta.get("data_hash"),
+                      "axes": use_axes, "axes_skipped": skipped, "n_prompts_per_axis": n_prompts, "k_shots": k_shots,
+                      "label_mode": label_mode, "seed": seed, "position": "query (last token of the query word)"})
+    for a, why in skipped.items():
+        side["not_measured"][f"axis {a}"] = why
+
+    # H5: attention from the final position (where the label is predicted) to matching demonstrations
+    from .attention import correct_attention
+
+    res = correct_attention(lm, prompts, sources=("final",), progress=progress)
+    _attention_into_side(side, res, "final")
+
+    # H6: steer the query word along each axis at the best hook, read the label logit difference
+    best = side["details"].get("best_hook")
+    if best is None:
+        side["not_measured"]["steering_specificity"] = "no best hook (H1 could not be measured)"
+        return side
+    cand_ids = {}
+    for a in use_axes:
+        try:
+            cand_ids[a] = candidate_token_ids(lm.tokenizer, prompts[int(np.flatnonzero(prompt_axis == a)[0])].meta["candidates"])
+        except DataError as e:
+            side["not_measured"][f"steering {a}"] = str(e)
+    steer_axes = [a for a in use_axes if a in cand_ids and a in _binary_axes(labels)]
+    ids0 = np.array([cand_ids.get(a, [0, 0])[0] for a in prompt_axis])
+    ids1 = np.array([cand_ids.get(a, [0, 0])[1] for a in prompt_axis])
+
+    def prompts_of(idx):
+        return [prompts[i] for i in idx]
+
+    def readout(out, idx):
+        out = np.asarray(out, dtype=np.float64)
+        r = np.arange(len(idx))
+        return out[r, ids1[idx]] - out[r, ids0[idx]]
+
+    def add_positions(ps):
+        return prepare(lm, ps, "query").positions[:, 0]
+
+    res6 = steering_specificity(lm, prompts_of, readout, best, X[best], labels, prompt_axis, steer_axes,
+                                add_positions=add_positions, seed=seed)
+    _steering_into_side(side, res6, "logit difference of the two class labels")
+    return side

@@ -109,14 +109,15 @@ def _group_labels(y, groups):
     return ug, inv, lab
 
 
-def control_task_labels(y, groups, seed: int = 0) -> np.ndarray:
+def control_task_labels(y, groups, seed: int = 0, draw: int = 0) -> np.ndarray:
     """Hewitt & Liang control task: a random label per word type, by permuting the types' labels.
 
     The label is constant within a type and the distribution of labels over types is unchanged.
+    `draw` picks one of several independent control tasks for the same seed.
     """
     y = np.asarray(y)
     _, inv, lab = _group_labels(y, np.asarray(groups))
-    rng = np.random.default_rng([int(seed), 1])
+    rng = np.random.default_rng([int(seed), 1, int(draw)])
     return rng.permutation(lab)[inv]
 
 
@@ -276,11 +277,11 @@ def _score_linear(zs, label_sets, folds, coef, b, k):
             if k == 2:
                 s = s[:, 0]
                 pred = (s > 0).astype(int)
-                auc[t, f] = _auroc(yt, s, k)
+                auc[t, f] = _auroc(yt, s, k) if t == 0 else np.nan
                 w = coef[t, f, 0] / sd
             else:
                 pred = s.argmax(1)
-                auc[t, f] = _auroc(yt, _softmax(s), k)
+                auc[t, f] = _auroc(yt, _softmax(s), k) if t == 0 else np.nan
                 w = coef[t, f] / sd
                 w = w - w.mean(0)
             acc[t, f] = float((pred == yt).mean())
@@ -322,15 +323,17 @@ def _cv_probe(name, X, label_sets, folds, k, params):
 # --- layer sweep -------------------------------------------------------------------------------
 
 def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES, n_folds: int = 5, seed: int = 0,
-                truth=None, layer_of: Callable[[str], object] | None = None, *, C: float = 1.0,
-                shrinkage="oas", fast: bool = True, device=None, progress: bool = False,
+                truth=None, layer_of: Callable[[str], object] | None = None, *, n_repeats: int = 1, n_controls: int = 1,
+                C: float = 1.0, shrinkage="oas", fast: bool = True, device=None, progress: bool = False,
                 concept: str = "concept") -> list[dict]:
     """Cross-validated probes with baselines for every hook. Returns one row per (hook, probe).
 
     acts: hook -> float array [n, d]; labels [n] (class ids or names; -1 / '' / None = unlabelled,
     dropped); groups [n] word type per example. truth: true concept direction [d] (or [k, d]) applied
-    to every hook of that width, or a dict hook -> direction. Rows hold ROW_KEYS plus `classes`.
-    All checks run before any fitting.
+    to every hook of that width, or a dict hook -> direction. n_repeats > 1 repeats the grouped k-fold
+    split with seeds seed, seed+1, ... and averages over all held-out folds (less split noise);
+    n_controls > 1 averages the control accuracy over that many independent control tasks.
+    Rows hold ROW_KEYS plus `classes`, `concept`, `n_repeats`. All checks run before any fitting.
     """
     probes = check_probe_names(probes)
     labels = np.asarray(labels)
@@ -343,10 +346,14 @@ def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES,
         truth_of = {h: (None if truth is None else np.asarray(truth)) for h in acts}
     layer_of = layer_of or default_layer_of
     k = len(classes)
-    label_sets = np.stack([y, control_task_labels(y, g, seed), shuffled_labels(y, seed)])
+    if not isinstance(n_controls, (int, np.integer)) or n_controls < 1:
+        raise DataError(f"n_controls must be an integer >= 1; got {n_controls!r}")
+    label_sets = np.stack([y, shuffled_labels(y, seed)] + [control_task_labels(y, g, seed, j) for j in range(n_controls)])
     # each label set gets grouped folds stratified on its own labels: with folds stratified on the task
     # labels, a permuted label set is unbalanced against its training side and scores below chance
-    all_folds = [grouped_folds(ls, g, n_folds, seed) for ls in label_sets]
+    if not isinstance(n_repeats, (int, np.integer)) or n_repeats < 1:
+        raise DataError(f"n_repeats must be an integer >= 1; got {n_repeats!r}")
+    all_folds = [[f for r in range(n_repeats) for f in grouped_folds(ls, g, n_folds, seed + r)] for ls in label_sets]
     folds = all_folds[0]
     chance = float(np.bincount(y).max() / len(y))
 
@@ -378,18 +385,19 @@ def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES,
             t = truth_of[h]
             if t is not None:
                 direction = r["direction"][0]          # [F, ...] task directions
-                cos = [truth_cosine(direction[f], t) for f in range(len(folds))]
+                cos = [truth_cosine(direction[f], t) for f in range(len(direction))]
                 tc = None if any(c is None for c in cos) else float(np.mean(cos))
             rows.append({
                 "layer": layer_of(h), "hook": h, "probe": name, "concept": concept,
                 "accuracy": float(acc[0].mean()), "accuracy_std": float(acc[0].std()),
                 "auroc": _nanmean(auc[0]), "auroc_std": _nanstd(auc[0]),
-                "control_accuracy": float(acc[1].mean()), "control_accuracy_std": float(acc[1].std()),
-                "selectivity": selectivity(acc[0].mean(), acc[1].mean()),
-                "shuffle_accuracy": float(acc[2].mean()),
+                "control_accuracy": float(acc[2:].mean()), "control_accuracy_std": float(acc[2:].mean(0).std()),
+                "selectivity": selectivity(acc[0].mean(), acc[2:].mean()),
+                "shuffle_accuracy": float(acc[1].mean()),
                 "random_direction_accuracy": rand[h],
                 "truth_cosine": tc, "chance": chance,
-                "n": int(len(y)), "n_classes": k, "n_folds": len(folds),
+                "n": int(len(y)), "n_classes": k, "n_folds": int(n_folds), "n_repeats": int(n_repeats),
+                "n_controls": int(n_controls),
                 "classes": [c.item() if hasattr(c, "item") else c for c in classes],
             })
     return rows

@@ -27,7 +27,8 @@ from .errors import ActivationError, DataError, ProbekitError
 __all__ = [
     "concept_directions", "cosine_matrix", "orthogonality_summary", "random_abs_cosine",
     "within_axis_geometry", "UnembeddingWhitening", "fit_unembedding_whitening", "lda_vector",
-    "causal_inner_product", "additivity_r2", "truth_cosines", "plot_cosine_heatmap", "plot_additivity",
+    "causal_inner_product", "word_token_ids", "additivity_r2", "truth_cosines", "toy_truth_geometry",
+    "plot_cosine_heatmap", "plot_additivity",
 ]
 
 
@@ -436,6 +437,70 @@ def _loo_accuracy(g: np.ndarray, y: np.ndarray) -> float:
         side = float((g[i] - (m0 + m1) / 2) @ u)
         correct += int((side > 0) == (y[i] == 1))
     return correct / len(y)
+
+
+def word_token_ids(dataset: Any, tokenizer: Any, axes: Sequence[str] | None = None) -> dict[str, tuple[list[int], list[int]]]:
+    """``{axis: (token ids of class-0 words, token ids of class-1 words)}`` for
+    :func:`causal_inner_product`, from a ``probekit.words.WordDataset`` (class ids = its alphabetical
+    class order). Each word is read as ``" " + word``; words that are not a single token are skipped
+    (an unembedding row stands for one token). Raises DataError if a class is left with no word."""
+    axes = list(dataset.axes) if axes is None else list(axes)
+    out = {}
+    for axis in axes:
+        classes = dataset.classes(axis)
+        if len(classes) != 2:
+            raise DataError(f"axis {axis!r} has classes {classes}; the causal inner product needs binary axes")
+        labels = dataset.labels(axis)
+        ids: tuple[list[int], list[int]] = ([], [])
+        for w, y in zip(dataset.texts, labels):
+            if y < 0:
+                continue
+            t = tokenizer.encode(" " + w, add_special_tokens=False)
+            if len(t) == 1:
+                ids[int(y)].append(int(t[0]))
+        for c in (0, 1):
+            if not ids[c]:
+                raise DataError(f"axis {axis!r}: no single-token word of class {classes[c]!r}; add single-token words")
+        out[axis] = ids
+    return out
+
+
+def toy_truth_geometry(run: Any, X: Any | None = None) -> dict[str, Any]:
+    """The toy concept setting's true geometry, to put beside the measured numbers.
+
+    From ``run.truth_directions()``: ``truth_names`` / ``truth_cos`` (cosine matrix of the true concept
+    directions) and ``truth_summary`` (``orthogonality_summary``). From the run's dictionary
+    (``run.extra["dictionary"]`` with rows ``A`` = a_k and ``Bd`` = b_k, concept setting only):
+    ``within_axis`` = ``{concept_k: {"inner_class_means": <a+b, a-b>, "cos_class_means": ...,
+    "common_norm": |a_k|, "half_diff_norm": |b_k|}}`` for the pure semantics ``mu_k^± = a_k ± b_k``
+    (measured class means also carry the words' irrelevant concepts and noise).
+    With ``X`` (query word vectors [n, d_word or 2d]): ``additivity_r2_ceiling`` = 1 - d_word *
+    sigma_xi^2 / (total variance of the word part of X), the share of variance that is not token
+    noise (an upper bound, in expectation, for any prediction from the words' labels)."""
+    truth = run.truth_directions()
+    names, M = cosine_matrix(truth)
+    d = len(next(iter(truth.values())))
+    out: dict[str, Any] = {"truth_names": names, "truth_cos": M, "truth_summary": orthogonality_summary(M, d)}
+    dic = (getattr(run, "extra", None) or {}).get("dictionary")
+    if dic is None or not hasattr(dic, "A") or not hasattr(dic, "Bd"):
+        return out
+    A = np.asarray(dic.A, dtype=np.float64)
+    B = np.asarray(dic.Bd, dtype=np.float64)
+    wa = {}
+    for k in range(A.shape[0]):
+        p, m = A[k] + B[k], A[k] - B[k]
+        wa[f"concept_{k}"] = {"inner_class_means": float(p @ m),
+                              "cos_class_means": float(p @ m / (np.linalg.norm(p) * np.linalg.norm(m))),
+                              "common_norm": float(np.linalg.norm(A[k])), "half_diff_norm": float(np.linalg.norm(B[k]))}
+    out["within_axis"] = wa
+    sigma = getattr(getattr(run, "config", None), "sigma_xi", None)
+    if X is not None and sigma is not None:
+        X = _check_X(X)
+        dw = A.shape[1]
+        Xw = X[:, :dw]
+        tot = float(np.sum((Xw - Xw.mean(0)) ** 2) / Xw.shape[0])
+        out["additivity_r2_ceiling"] = 1.0 - dw * float(sigma) ** 2 / tot if tot > 0 else float("nan")
+    return out
 
 
 # ----------------------------------------------------------------------------------- additivity

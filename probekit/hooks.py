@@ -136,16 +136,18 @@ def _parse_layers(spec: str, n_layers: int, item: str) -> list[int]:
 def _help(hd: dict[str, Any], preferred_names: Sequence[str], item: str) -> str:
     close = difflib.get_close_matches(item, list(hd), n=3, cutoff=0.6)
     n_layers = _n_layers(hd)
-    layer0 = [n for n in preferred_names if hook_layer(n) in (None, 0)]
     shorts = [s for s, t in SHORT_HOOKS.items() if n_layers and t.format(L=0) in hd]
+    common = [t.format(L=0) for t in SHORT_HOOKS.values() if t.format(L=0) in hd]
+    common = [n for n in ("hook_embed", "hook_pos_embed") if n in hd] + common
+    common += [n for n in ("ln_final.hook_normalized",) if n in hd]
+    if not common:  # a model without TransformerLens-standard names (e.g. a custom toy): list what it has
+        common = [n for n in preferred_names if hook_layer(n) in (None, 0)][:20]
     msg = f"unknown hook {item!r}."
     if close:
         msg += f" Did you mean {close}?"
-    msg += (f" Valid short names (every layer, or e.g. 'resid_post:0'): {shorts}; glob patterns like "
-            f"'blocks.*.hook_resid_post'; 'all'. Hooks of layer 0 and outside blocks "
-            f"(other layers alike, {n_layers} layers): {layer0[:40]}")
-    if len(layer0) > 40:
-        msg += f" ... ({len(layer0) - 40} more; see LoadedModel.hook_names())"
+    msg += (f" Valid: short names {shorts} (every layer, or one layer as in 'resid_post:0'); glob patterns like "
+            f"'blocks.*.hook_resid_post'; 'all'; or exact names such as {common} "
+            f"({len(preferred_names)} hooks over {n_layers} layers in all; see LoadedModel.hook_names())")
     return msg
 
 
@@ -156,7 +158,7 @@ def resolve_hooks(model: Any, hooks: str | Iterable[str]) -> list[str]:
     for an unknown name, a pattern that matches nothing, or an empty request.
     """
     hd, preferred, order = _points(model)
-    pref_names = [preferred[k] for k in sorted(preferred, key=lambda k: order[k])]
+    pref_names = [preferred[k] for k in sorted(preferred, key=lambda k: _forward_key(preferred[k], order[k]))]
     items = [hooks] if isinstance(hooks, str) else list(hooks)
     if not items:
         raise HookError("no hooks requested; pass e.g. 'resid_post' or ['blocks.0.hook_resid_post']")

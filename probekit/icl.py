@@ -375,3 +375,18 @@ def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str
     save_figure(fig, path)
     atomic_write_json(path.with_suffix(".json"), {"model": results[0].get("model"), "series": series})
     return path
+
+
+def format_icl_table(results: Sequence[dict[str, Any]]) -> str:
+    """A plain-text table: one row per task and label mode, one column per k (accuracy)."""
+    results = list(results)
+    ks = sorted({p["k"] for r in results for p in r["points"]})
+    name_w = max([len("task (labels)")] + [len(f"{r.get('task')} ({r.get('label_mode')})") for r in results])
+    lines = [f"{'task (labels)':<{name_w}}  " + "  ".join(f"k={k:<4d}" for k in ks) + "  chance"]
+    for r in results:
+        acc = {p["k"]: p.get("accuracy") for p in r["points"]}
+        cells = ["  -   " if acc.get(k) is None else f"{acc[k]:.3f} " for k in ks]
+        chance = r.get("chance")
+        lines.append(f"{r.get('task')} ({r.get('label_mode')})".ljust(name_w) + "  " + "  ".join(cells)
+                     + (f"  {chance:.2f}" if chance is not None else ""))
+    return "\n".join(lines)

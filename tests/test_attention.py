@@ -9,6 +9,17 @@ from probekit.errors import DataError, PositionError, ProbekitError
 from probekit.prompt import Prompt
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small forwards: one torch thread avoids oversubscription on shared CPUs (restored after)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_correct_attention_from_hand_built_rows():
     # 2 prompts, 1 layer, 2 heads, 6 keys. Demos: keys {0,1}, {2,3}, {4}; prompt 0 matches demo 0 and 2.
     rows = np.zeros((2, 1, 2, 6))

@@ -214,3 +214,54 @@ def test_figures_write_png_and_json(tmp_path):
     res = G.additivity_r2(*_words(noise=0.1), seed=0)
     png, js = G.plot_additivity(res, tmp_path / "add.png", truth=0.99)
     assert png.exists() and json.loads(js.read_text())["truth"] == 0.99
+
+
+# ------------------------------------------------------------------------- words, GPT-2, toy
+def test_word_token_ids_and_causal_ip_on_tiny_gpt2(tmp_path, tiny_gpt2_dir):
+    from probekit.tokenizer import load_gpt2_tokenizer
+    from probekit.words import load_word_csv
+    from safetensors.numpy import load_file
+
+    csv = tmp_path / "w.csv"
+    csv.write_text("word,gender,number,multi_token\nking,male,singular,false\nqueen,female,singular,false\n"
+                   "kings,male,plural,false\nqueens,female,plural,false\nman,male,singular,false\n"
+                   "women,female,plural,false\nhippopotamuses,male,plural,true\n")
+    ds = load_word_csv(csv)
+    tok = load_gpt2_tokenizer()
+    ids = G.word_token_ids(ds, tok)
+    assert set(ids) == {"gender", "number"}
+    assert ids["gender"][1][0] == tok.encode(" king")[0]       # classes alphabetical: female=0, male=1
+    n_single = sum(len(tok.encode(" " + w)) == 1 for w in ds.texts)
+    assert sum(len(a) + len(b) for a, b in [ids["gender"]]) == n_single
+    # the tiny GPT-2's unembedding (= tied embedding), TL layout [d_model, d_vocab]
+    wfile = next(tiny_gpt2_dir.glob("*.safetensors"))
+    W_E = next(v for k, v in load_file(str(wfile)).items() if "wte" in k)
+    out = G.causal_inner_product(W_E.T, ids, n_random=2)
+    assert out["cos_causal"].shape == (2, 2) and out["whitening"]["max_abs_cov_error"] < 1e-6
+    assert set(out["loo_accuracy"]) == {"gender", "number"}
+
+
+@pytest.fixture(scope="module")
+def toy_run():
+    toy_fixtures = pytest.importorskip("tests.toy_fixtures")
+    return toy_fixtures.train_small_concept_run()
+
+
+def test_toy_geometry_against_truth(toy_run):
+    pb = toy_run.probe_batch(1500, seed=5)
+    X = pb.inputs[:, -1, :].numpy()   # query token = blocks.0.hook_resid_pre at the query
+    truth = toy_run.truth_directions()
+    D = G.concept_directions(X, pb.axis_labels, method="mass-mean")
+    assert min(G.truth_cosines(D, truth).values()) > 0.95
+    names, M = G.cosine_matrix(D)
+    assert G.orthogonality_summary(M, X.shape[1])["max_abs_offdiag"] < 0.2
+    tg = G.toy_truth_geometry(toy_run, X)
+    assert tg["truth_summary"]["max_abs_offdiag"] < 1e-5
+    cfg = toy_run.config
+    w = tg["within_axis"]["concept_0"]
+    assert w["inner_class_means"] == pytest.approx(cfg.alpha_a ** 2 - cfg.alpha_b ** 2, abs=1e-4)
+    meas = G.within_axis_geometry(X, pb.axis_labels["concept_0"], center=None)
+    assert meas["inner_class_means"] > 0          # positive within-concept inner product, as the toy assumes
+    add = G.additivity_r2(X, pb.axis_labels, groups=pb.groups, seed=0)
+    assert add["r2"] > 0.5 > add["r2_shuffled"] + 0.4
+    assert add["r2"] <= tg["additivity_r2_ceiling"] + 0.01

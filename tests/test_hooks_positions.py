@@ -48,7 +48,8 @@ def test_unknown_hook_lists_valid_ones(lm):
     msg = str(e.value)
     assert "blocks.0.hook_resid_post" in msg          # close match offered
     assert "resid_post" in msg and "'all'" in msg      # short names and patterns explained
-    assert "blocks.1." not in msg                      # short: layer 0 only
+    assert "blocks.0.attn.hook_pattern" in msg and "hook_embed" in msg   # common exact names
+    assert "blocks.1.attn.hook_pattern" not in msg and len(msg) < 1500   # short: layer 0 only
     with pytest.raises(HookError, match="matches no hook"):
         resolve_hooks(lm, "blocks.*.hook_nothing")
     with pytest.raises(HookError, match="out of range"):

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..runio import atomic_write_json, stream_seed
 from .data import ood_bank, ood_tasks, sample_prompts
-from .metrics import evaluate
+from .metrics import evaluate, torch_threads
 
 
 def _gen(seed: int, purpose: str) -> torch.Generator:
@@ -92,8 +92,9 @@ def run_ood(run_dir, out_dir=None, progress: bool = True, n: int | None = None) 
     n = cfg.final_prompts if n is None else n
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    grid = ood_grid(run.model, cfg, n, cfg.seed, progress)
-    check = s1_check(run.model, cfg, n, cfg.seed)
+    with torch_threads(cfg.threads):
+        grid = ood_grid(run.model, cfg, n, cfg.seed, progress)
+        check = s1_check(run.model, cfg, n, cfg.seed)
     result = {"grid": grid, "s1_check": check}
     plot_ood_curves(grid, out / "ood_curves.png")
     plot_ood_s1(check, out / "ood_s1.png")

@@ -15,7 +15,7 @@ from ..config import ConfigError, config_from_dict
 from ..runio import RunError, RunWriter, atomic_write_json, load_tensors, read_manifest, save_tensors, stream_seed
 from .config import PatternsConfig
 from .data import in_domain_bank, sample_prompts, task_split
-from .metrics import evaluate, pruning_curves
+from .metrics import evaluate, pruning_curves, torch_threads
 from .model import PatternTransformer
 from .ood import s1_check
 
@@ -57,12 +57,8 @@ def train(cfg: PatternsConfig, out_dir=None, progress: bool = True, overwrite: b
         raise ConfigError(f"train() needs a PatternsConfig, got {type(cfg).__name__}")
     cfg.validate()
     writer = RunWriter(out_dir, overwrite=overwrite) if out_dir is not None else None   # checks --out now
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
-    try:
+    with torch_threads(cfg.threads):
         model, metrics = _fit(cfg, progress)
-    finally:
-        torch.set_num_threads(threads)
     run = ToyRun(setting=SETTING_NAME, config=cfg, model=model, metrics=metrics, path=None)
     if writer is not None:
         _write(run, writer)
@@ -102,7 +98,7 @@ def _fit(cfg: PatternsConfig, progress: bool):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        loss_acc += float(loss)
+        loss_acc += loss.item()
         n_acc += 1
         if step % cfg.eval_every == 0 or step == cfg.steps:
             record(step)
