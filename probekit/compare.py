@@ -517,82 +517,33 @@ def _attention_into_side(side: dict[str, Any], res: dict[str, Any], source: str)
 
 # --- H6: steering specificity -------------------------------------------------------------------
 
-STEER_N = 16          # prompts per group (on-target / off-target) that are steered, per axis
+STEER_N_MODEL = 8      # ICL prompts per axis that are steered on the model side (forward passes are costly)
+STEER_N_TOY = 64       # toy prompts per concept that are steered
+STEER_RANDOM = 3       # random directions in the control
 
 
-def _adder(hook: str, vec: np.ndarray, add_pos: np.ndarray | None):
-    """fwd_hooks factory for extract.forward_logits: add `vec` at `hook`, at each prompt's position
-    `add_pos[prompt index]` (None: the last position, the toy's query)."""
-    import torch
+def steering_specificity(lm: Any, prompts_by_axis: dict[str, Any], X: np.ndarray, labels_by_axis: dict[str, np.ndarray],
+                         hook: str, axes: list[str], *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+    """H6 through `probekit.steering.steering_effect`: for each axis, add its mass-mean direction at `hook`
+    (query position) with a norm equal to the class-mean gap; target slope minus mean |off-target slope|,
+    against `STEER_RANDOM` random directions of the same norm. Means over axes."""
+    from .steering import steering_effect
 
-    v = torch.as_tensor(np.asarray(vec), dtype=torch.float32)
-
-    def make(info):
-        def add(t, hook=None):
-            t = t.clone()
-            vv = v.to(t.device, t.dtype)
-            if add_pos is None:
-                t[:, -1, :] += vv
-            else:
-                rows = torch.arange(t.shape[0], device=t.device)
-                t[rows, torch.as_tensor(add_pos[info.index], device=t.device)] += vv
-            return t
-        return [(hook, add)]
-
-    return make
-
-
-def steering_specificity(lm: Any, prompts_of: Callable[[np.ndarray], Any], readout: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                         hook: str, X: np.ndarray, labels_by_axis: dict[str, np.ndarray], prompt_axis: np.ndarray,
-                         axes: list[str], *, add_positions: Callable[[Any], np.ndarray | None] = lambda p: None,
-                         n_steer: int = STEER_N,
-                         n_random: int = N_RANDOM_DIRECTIONS, seed: int = 0) -> dict[str, Any]:
-    """H6: add each axis's mass-mean direction (scaled to its class-mean gap) at `hook`, at the position
-    `add_positions(prompts)` gives per prompt (None: the last position); outputs are read at the last position.
-
-    prompts_of(idx)   the prompts (or toy batch) for example indices idx
-    readout(out, idx) each prompt's decision score toward class 1 of its OWN axis, from the model
-                      output (toy: f times the label sign of "+"; transformer: logit difference of the
-                      two class labels)
-    prompt_axis[i]    the axis example i's prompt is about (on-target: the steered axis)
-    For each axis a: on = mean change of the readout on prompts of axis a (toward class 1 of a), off =
-    mean |change| on prompts of other axes; specificity = on - off. The control repeats this with
-    `n_random` random directions of the same norm. Values are means over axes.
-    """
-    from .extract import forward_logits
-
-    rng = np.random.default_rng(seed)
     per_axis = {}
     for a in axes:
         y = labels_by_axis[a]
-        m0, m1 = X[y == 0].mean(0), X[y == 1].mean(0)
-        gap = m1 - m0
-        on_idx = np.flatnonzero(prompt_axis == a)
-        off_idx = np.flatnonzero(prompt_axis != a)
-        if len(on_idx) == 0 or len(off_idx) == 0:
+        gap = X[y == 1].mean(0) - X[y == 0].mean(0)
+        norm = float(np.linalg.norm(gap))
+        if not np.isfinite(norm) or norm < 1e-12:
             continue
-        on_idx = rng.choice(on_idx, min(n_steer, len(on_idx)), replace=False)
-        off_idx = rng.choice(off_idx, min(n_steer, len(off_idx)), replace=False)
-        idx = np.concatenate([on_idx, off_idx])
-        prompts = prompts_of(idx)
-        pos = add_positions(prompts)
-        base = readout(np.asarray(forward_logits(lm, prompts, position="last")), idx)
-
-        def effect(vec):
-            d = readout(np.asarray(forward_logits(lm, prompts, position="last", fwd_hooks=_adder(hook, vec, pos))), idx) - base
-            on, off = float(d[:len(on_idx)].mean()), float(np.abs(d[len(on_idx):]).mean())
-            return on, off
-
-        on, off = effect(gap)
-        rand = []
-        for _ in range(n_random):
-            r = rng.normal(size=gap.shape)
-            rand.append(effect(r / np.linalg.norm(r) * np.linalg.norm(gap)))
-        per_axis[a] = {"on_target": on, "off_target": off, "specificity": on - off,
-                       "random_on_target": float(np.mean([r[0] for r in rand])),
-                       "random_off_target": float(np.mean([r[1] for r in rand])),
-                       "random_specificity": float(np.mean([r[0] - r[1] for r in rand])),
-                       "norm": float(np.linalg.norm(gap)), "n_on": len(on_idx), "n_off": len(off_idx)}
+        r = steering_effect(lm, prompts_by_axis, gap, a, hook=hook, position="query", alphas=(0.0, norm),
+                            scale="unit", n_random=STEER_RANDOM, seed=seed, progress=progress)
+        per_axis[a] = {"on_target": r["target_slope"], "off_target": r["off_target_mean_abs_slope"],
+                       "specificity": r["specificity"],
+                       "random_on_target": float(np.mean(r["random"]["target_slope"])),
+                       "random_off_target": float(np.mean(r["random"]["off_target_mean_abs_slope"])),
+                       "random_specificity": r["random"]["specificity_mean"], "norm": norm,
+                       "beats_random": r["beats_random"]}
     if not per_axis:
         return {"per_axis": {}}
     return {"per_axis": per_axis, "hook": hook,
@@ -614,35 +565,50 @@ def _steering_into_side(side: dict[str, Any], res: dict[str, Any], unit: str) ->
 
 
 def _toy_steering(side, lm, run, batch, X, labels, seed) -> None:
-    """H6 on the toy: steer the query word at the input hook; readout = f toward the '+' label."""
+    """H6 on the toy: steer the query word at the input hook; output f (logit of label +1)."""
+    from .errors import DataError
+    from .steering import split_probe_batch
+
     hook = "blocks.0.hook_resid_pre"
-    meta = batch.meta or {}
-    if hook not in X or "task_concept" not in meta or "query_semantic" not in meta:
-        side["not_measured"]["steering_specificity"] = (
-            f"the {run.setting} probe batch has no task concept / query semantic per prompt, or no {hook}")
+    if hook not in X:
+        side["not_measured"]["steering_specificity"] = f"the toy has no {hook}"
         return
+    try:
+        by_axis = split_probe_batch(batch)
+    except DataError as e:
+        side["not_measured"]["steering_specificity"] = str(e)
+        return
+    if getattr(run.config, "mapping_mode", "fixed") != "fixed":
+        side["not_measured"]["steering_specificity"] = (
+            "the toy's label mapping is drawn per prompt (mapping_mode != fixed), so a direction cannot move "
+            "the output label consistently")
+        return
+    by_axis = {a: _subset_batch(b, STEER_N_TOY) for a, b in by_axis.items()}
+    axes = [a for a in _binary_axes(labels) if a in by_axis]
+    res = steering_specificity(lm, by_axis, X[hook], labels, hook, axes, seed=seed)
+    _steering_into_side(side, res, "slope of f per unit of added norm")
+
+
+def _subset_batch(b: Any, n: int) -> Any:
     import torch
+    from dataclasses import replace
 
-    task = np.asarray(meta["task_concept"])
-    prompt_axis = np.array([f"concept_{k}" for k in task])
-    s = np.asarray(batch.target, dtype=float) * np.asarray(meta["query_semantic"], dtype=float)  # label of "+"
-    axes = [a for a in _binary_axes(labels) if a in set(prompt_axis)]
-
-    def prompts_of(idx):
-        return batch.inputs[torch.as_tensor(idx)]
-
-    def readout(out, idx):
-        return np.asarray(out, dtype=float).reshape(len(idx)) * s[idx]
-
-    res = steering_specificity(lm, prompts_of, readout, hook, X[hook], labels, prompt_axis, axes, seed=seed)
-    _steering_into_side(side, res, "units of the output f")
+    m = int(b.inputs.shape[0])
+    if m <= n:
+        return b
+    idx = np.arange(n)
+    meta = {k: (np.asarray(v)[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (m,) else v) for k, v in b.meta.items()}
+    return replace(b, inputs=b.inputs[torch.as_tensor(idx)], target=np.asarray(b.target)[idx],
+                   axis_labels={a: np.asarray(v)[idx] for a, v in b.axis_labels.items()},
+                   groups=np.asarray(b.groups)[idx],
+                   demo_match=None if b.demo_match is None else np.asarray(b.demo_match)[idx], meta=meta)
 
 
 # --- orchestration ------------------------------------------------------------------------------
 
 # `--quick`: a reduced toy (learns its task in seconds) and fewer prompts; a smoke test only.
-QUICK_TOY_OVERRIDES = ("d=32", "K=4", "L_train=8", "L_test=8", "steps=400", "batch_size=32", "n_test=256",
-                       "n_test_log=128", "n_bayes=2000", "n_noise_probe=16", "log_every=20")
+QUICK_TOY_OVERRIDES = ("d=32", "K=4", "L_train=8", "L_test=8", "steps=800", "batch_size=64", "n_test=256",
+                       "n_test_log=128", "n_bayes=2000", "n_noise_probe=16", "log_every=50")
 
 
 def fix_command(model: str) -> str:
@@ -833,28 +799,15 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = 64, k_shots: int = 4,
     if best is None:
         side["not_measured"]["steering_specificity"] = "no best hook (H1 could not be measured)"
         return side
-    cand_ids = {}
+    steer_axes = []
     for a in use_axes:
         try:
-            cand_ids[a] = candidate_token_ids(lm.tokenizer, prompts[int(np.flatnonzero(prompt_axis == a)[0])].meta["candidates"])
+            candidate_token_ids(lm.tokenizer, prompts[int(np.flatnonzero(prompt_axis == a)[0])].meta["candidates"])
+            steer_axes.append(a)
         except DataError as e:
             side["not_measured"][f"steering {a}"] = str(e)
-    steer_axes = [a for a in use_axes if a in cand_ids and a in _binary_axes(labels)]
-    ids0 = np.array([cand_ids.get(a, [0, 0])[0] for a in prompt_axis])
-    ids1 = np.array([cand_ids.get(a, [0, 0])[1] for a in prompt_axis])
-
-    def prompts_of(idx):
-        return [prompts[i] for i in idx]
-
-    def readout(out, idx):
-        out = np.asarray(out, dtype=np.float64)
-        r = np.arange(len(idx))
-        return out[r, ids1[idx]] - out[r, ids0[idx]]
-
-    def add_positions(ps):
-        return prepare(lm, ps, "query").positions[:, 0]
-
-    res6 = steering_specificity(lm, prompts_of, readout, best, X[best], labels, prompt_axis, steer_axes,
-                                add_positions=add_positions, seed=seed)
+    steer_axes = [a for a in steer_axes if a in _binary_axes(labels)]
+    by_axis = {a: [prompts[i] for i in np.flatnonzero(prompt_axis == a)[:STEER_N_MODEL]] for a in steer_axes}
+    res6 = steering_specificity(lm, by_axis, X[best], labels, best, steer_axes, seed=seed, progress=progress)
     _steering_into_side(side, res6, "logit difference of the two class labels")
     return side

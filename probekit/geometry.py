@@ -27,7 +27,7 @@ from .errors import ActivationError, DataError, ProbekitError
 __all__ = [
     "concept_directions", "cosine_matrix", "orthogonality_summary", "random_abs_cosine",
     "within_axis_geometry", "UnembeddingWhitening", "fit_unembedding_whitening", "lda_vector",
-    "causal_inner_product", "word_token_ids", "additivity_r2", "truth_cosines", "toy_truth_geometry",
+    "causal_inner_product", "word_token_ids", "layer_geometry", "additivity_r2", "truth_cosines", "toy_truth_geometry",
     "plot_cosine_heatmap", "plot_additivity",
 ]
 
@@ -282,13 +282,8 @@ class UnembeddingWhitening:
 
 
 def _gamma_rows(W_U: Any) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(W_U, torch.Tensor):
-            W_U = W_U.detach().cpu().double().numpy()
-    except ImportError:  # pragma: no cover
-        pass
+    if hasattr(W_U, "detach"):  # a torch tensor (model.W_U); imported lazily by the caller's model
+        W_U = W_U.detach().cpu().double().numpy()
     W = np.asarray(W_U, dtype=np.float64)
     if W.ndim != 2:
         raise ActivationError(f"W_U must be 2-D [d_model, d_vocab] (TransformerLens layout); got shape {W.shape}")
@@ -442,7 +437,8 @@ def _loo_accuracy(g: np.ndarray, y: np.ndarray) -> float:
 def word_token_ids(dataset: Any, tokenizer: Any, axes: Sequence[str] | None = None) -> dict[str, tuple[list[int], list[int]]]:
     """``{axis: (token ids of class-0 words, token ids of class-1 words)}`` for
     :func:`causal_inner_product`, from a ``probekit.words.WordDataset`` (class ids = its alphabetical
-    class order). Each word is read as ``" " + word``; words that are not a single token are skipped
+    class order). Each word is read as ``dataset.texts`` gives it (with its leading space, `` king``);
+    words that are not a single token are skipped
     (an unembedding row stands for one token). Raises DataError if a class is left with no word."""
     axes = list(dataset.axes) if axes is None else list(axes)
     out = {}
@@ -455,7 +451,7 @@ def word_token_ids(dataset: Any, tokenizer: Any, axes: Sequence[str] | None = No
         for w, y in zip(dataset.texts, labels):
             if y < 0:
                 continue
-            t = tokenizer.encode(" " + w, add_special_tokens=False)
+            t = tokenizer.encode(w, add_special_tokens=False)
             if len(t) == 1:
                 ids[int(y)].append(int(t[0]))
         for c in (0, 1):
@@ -589,6 +585,29 @@ def additivity_r2(X: Any, labels_by_axis: Mapping[str, Any], groups: Any | None 
         "n_splits": n_splits,
         "seed": seed,
     }
+
+
+def layer_geometry(acts_by_hook: Mapping[str, Any], labels_by_axis: Mapping[str, Any], *, method: str = "mass-mean",
+                   groups: Any | None = None, additivity: bool = True, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Every geometry number for each hook (layer) of ``acts_by_hook`` (``{hook: X [n, d]}``, e.g. an
+    ``probekit.extract.Activations``'s arrays for one position). Per hook:
+    ``directions`` (:func:`concept_directions` with ``method``), ``names`` / ``cos`` (:func:`cosine_matrix`),
+    ``summary`` (:func:`orthogonality_summary` with the random level for d), ``within_axis``
+    (``{axis: within_axis_geometry(X, labels, center="mean")}``; axes with fewer than 2 classes skipped)
+    and, with ``additivity``, ``additivity`` (:func:`additivity_r2` with ``groups`` and ``seed``)."""
+    if not acts_by_hook:
+        raise DataError("no activations given; pass {hook name: X [n, d]}")
+    out: dict[str, dict[str, Any]] = {}
+    for hook, X in acts_by_hook.items():
+        X = _check_X(X, f"activations of {hook}")
+        D = concept_directions(X, labels_by_axis, method=method)
+        names, M = cosine_matrix(D)
+        res: dict[str, Any] = {"directions": D, "names": names, "cos": M, "summary": orthogonality_summary(M, X.shape[1]),
+                               "within_axis": {a: within_axis_geometry(X, labels_by_axis[a], axis=a) for a in names}}
+        if additivity:
+            res["additivity"] = additivity_r2(X, labels_by_axis, groups=groups, seed=seed)
+        out[hook] = res
+    return out
 
 
 # -------------------------------------------------------------------------------------- figures

@@ -347,31 +347,44 @@ def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str
     if not results:
         raise DataError("no ICL results to plot")
     path = Path(path)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    modes = list(dict.fromkeys(str(r.get("label_mode")) for r in results))      # one panel per label mode
+    tasks = list(dict.fromkeys(str(r.get("task")) for r in results))
+    cmap = plt.get_cmap("tab10" if len(tasks) <= 10 else "tab20")
+    colour = {t: cmap(i % cmap.N) for i, t in enumerate(tasks)}
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes) + 1.6, 4.2), squeeze=False, sharey=True)
     series = []
-    for r in results:
-        pts = [p for p in r["points"] if p.get("accuracy") is not None]
-        name = f"{r.get('task')} ({r.get('label_mode')})"
-        ks = [p["k"] for p in pts]
-        acc = [p["accuracy"] for p in pts]
-        # k = 0 sits at x = 0 on a symlog axis so the zero-demonstration baseline is visible
-        ax.plot(ks, acc, marker="o", label=name)
-        series.append({"name": name, "k": ks, "accuracy": acc, "chance": r.get("chance")})
-    chance = sorted({r.get("chance") for r in results if r.get("chance") is not None})
-    for c in chance:
-        ax.axhline(c, color="grey", linestyle="--", linewidth=1)
-    ax.set_xscale("symlog", linthresh=1)
-    all_k = sorted({k for s in series for k in s["k"]})
-    if all_k:
-        ax.set_xticks(all_k)
-        ax.set_xticklabels([str(k) for k in all_k])
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("demonstrations k (0 = no demonstrations)")
-    ax.set_ylabel("ICL accuracy")
-    model = results[0].get("model", {}).get("model_id", "")
-    ax.set_title(title or f"ICL accuracy vs k — {model}" + ("  (dashed: chance)" if chance else ""))
-    if len(series) <= 12:
-        ax.legend(fontsize=7, loc="best")
+    for m, ax in zip(modes, axes[0]):
+        chance = set()
+        for r in results:
+            if str(r.get("label_mode")) != m:
+                continue
+            pts = [p for p in r["points"] if p.get("accuracy") is not None]
+            ks = [p["k"] for p in pts]
+            acc = [p["accuracy"] for p in pts]
+            ax.plot(ks, acc, marker="o", color=colour[str(r.get("task"))], label=str(r.get("task")))
+            series.append({"name": f"{r.get('task')} ({m})", "task": r.get("task"), "label_mode": m,
+                           "k": ks, "accuracy": acc, "chance": r.get("chance")})
+            if r.get("chance") is not None:
+                chance.add(r["chance"])
+        for c in chance:
+            ax.axhline(c, color="grey", linestyle="--", linewidth=1)
+        ax.set_xscale("symlog", linthresh=1)    # k = 0 (no demonstrations) stays visible at x = 0
+        all_k = sorted({k for s in series if s["label_mode"] == m for k in s["k"]})
+        if all_k:
+            ax.set_xticks(all_k)
+            ax.set_xticklabels([str(k) for k in all_k])
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("demonstrations k (0 = none)")
+        ax.set_title(f"{m} labels" + (" (dashed: chance)" if chance else ""), fontsize=10)
+    axes[0][0].set_ylabel("ICL accuracy")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    seen = dict(zip(labels, handles))
+    for ax in axes[0][:-1]:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(lab, h)
+    axes[0][-1].legend(list(seen.values()), list(seen.keys()), fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    model = (results[0].get("model") or {}).get("model_id", "")
+    fig.suptitle(title or f"ICL accuracy vs number of demonstrations — {model}", fontsize=11)
     save_figure(fig, path)
     atomic_write_json(path.with_suffix(".json"), {"model": results[0].get("model"), "series": series})
     return path

@@ -48,26 +48,122 @@ class StudyKind:
 _COMMON = {"kind": "", "name": "", "description": "", "out": ""}
 
 
-def _run_concept_sweep(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
-    from .studies_impl import concept_sweep
+def _load(model: dict[str, Any]):
+    from .models import load_model
 
-    return concept_sweep(out=out, progress=progress, **cfg["model"], **cfg["data"], **cfg["probe"])
+    return load_model(model["spec"], compatibility_mode=model["compatibility_mode"])
+
+
+def _icl_prompts(data: dict[str, Any], progress: bool):
+    """(words, axes, prompts, prompt_axis) from a [data] section."""
+    import numpy as np
+
+    from .compare import load_words, model_axes
+    from .icl import build_icl_prompts
+
+    words = load_words(data["words"])
+    axes, skipped = model_axes(words, data["k_shots"], data["axes"] or None)
+    if not axes:
+        raise StudyError(f"no usable axis in the word data: {skipped}")
+    prompts, prompt_axis = [], []
+    for a in axes:
+        ps = build_icl_prompts(words, a, k=data["k_shots"], n_prompts=data["n_prompts"],
+                               label_mode=data["label_mode"], seed=data["seed"])
+        prompts += ps
+        prompt_axis += [a] * len(ps)
+    return words, axes, skipped, prompts, np.array(prompt_axis)
+
+
+def concept_sweep(model: dict[str, Any], data: dict[str, Any], probe: dict[str, Any], out: Path,
+                  progress: bool = True) -> dict[str, Any]:
+    """Probe every axis at every requested hook (ICL prompts, query position); rows + figure + best layers."""
+    import numpy as np
+
+    from toy.runio import atomic_write_json, save_figure
+
+    from .evaluate import best_layer, layer_sweep
+    from .extract import extract
+    from .report import _plt
+
+    lm = _load(model)
+    words, axes, skipped, prompts, prompt_axis = _icl_prompts(data, progress)
+    hooks = lm.resolve_hooks(probe["hooks"])
+    acts = extract(lm, prompts, hooks, position=probe["position"], progress=progress)
+    X = {h: acts[h].reshape(len(prompts), -1) for h in hooks}
+    rows_idx = np.array([words.index(p.meta["query_word"]) for p in prompts])
+    groups = np.array([p.meta["query_word"] for p in prompts])
+    rows, best = [], {}
+    for a in axes:
+        r = layer_sweep(X, words.labels(a)[rows_idx], groups, probes=(probe["probe"],), n_folds=probe["n_folds"],
+                        seed=data["seed"], concept=a, progress=progress)
+        rows += r
+        best[a] = best_layer(r, by="selectivity")
+    out.mkdir(parents=True, exist_ok=True)
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
+    for a in axes:
+        r = [x for x in rows if x["concept"] == a]
+        ax[0].plot(range(len(r)), [x["accuracy"] for x in r], "-o", ms=3, label=a)
+        ax[1].plot(range(len(r)), [x["selectivity"] for x in r], "-o", ms=3, label=a)
+    for i, t in enumerate(("held-out accuracy", "selectivity (accuracy - control task)")):
+        ax[i].set_xticks(range(len(hooks)), hooks, rotation=90, fontsize=6)
+        ax[i].set_title(f"{lm.model_id}: {t}", fontsize=9)
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, out / "sweep.png")
+    summary = {"model": lm.identity(), "words": words.source, "words_data_hash": words.data_hash,
+               "prompts_data_hash": acts.meta["data_hash"], "position": probe["position"], "probe": probe["probe"],
+               "axes": axes, "axes_skipped": skipped,
+               "best": {a: {k: b[k] for k in ("hook", "accuracy", "control_accuracy", "selectivity")} for a, b in best.items()}}
+    atomic_write_json(out / "sweep.json", {"summary": summary, "rows": rows})
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def attention_heads(model: dict[str, Any], data: dict[str, Any], attention: dict[str, Any], out: Path,
+                    progress: bool = True) -> dict[str, Any]:
+    """Correct-attention share per layer and head on ICL prompts (+ prefix-matching scores)."""
+    from toy.runio import atomic_write_json
+
+    from .attention import correct_attention, plot_head_heatmap, prefix_matching_scores, save_correct_attention, top_heads
+
+    lm = _load(model)
+    words, axes, skipped, prompts, _ = _icl_prompts(data, progress)
+    res = correct_attention(lm, prompts, progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = [str(p) for p in save_correct_attention(res, out)]
+    summary = {"model": lm.identity(), "words": words.source, "words_data_hash": words.data_hash, "axes": axes,
+               "axes_skipped": skipped, "n_prompts": len(prompts),
+               "top_heads": {s: top_heads(res, k=attention["top_k"], source=s) for s in res["sources"]},
+               "base_share": {s: res[s]["base_share"] for s in res["sources"]}}
+    if attention["prefix_matching"]:
+        pm = prefix_matching_scores(lm, seq_len=attention["prefix_seq_len"], seed=data["seed"], progress=progress)
+        plot_head_heatmap(pm, out / "prefix_matching.png", title=f"{lm.model_id}: prefix-matching score",
+                          extra={"seq_len": attention["prefix_seq_len"]})
+        flat = sorted(((float(pm[li, h]), li, h) for li in range(pm.shape[0]) for h in range(pm.shape[1])), reverse=True)
+        summary["prefix_matching_top"] = [{"layer": li, "head": h, "score": v} for v, li, h in flat[:attention["top_k"]]]
+    summary["figures"] = figs
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _run_concept_sweep(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    return concept_sweep(cfg["model"], cfg["data"], cfg["probe"], out, progress)
 
 
 def _run_attention_heads(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
-    from .studies_impl import attention_heads
-
-    return attention_heads(out=out, progress=progress, **cfg["model"], **cfg["data"], **cfg["attention"])
+    return attention_heads(cfg["model"], cfg["data"], cfg["attention"], out, progress)
 
 
 def _run_compare(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
     from .compare import run_comparison
 
-    toy = cfg["toy"]
+    toy, measure = cfg["toy"], dict(cfg["measure"])
+    measure["axes"] = measure["axes"] or None
     comp = run_comparison(
         toy_run=toy["run"] or None, toy_overrides=toy["set"], toy_quick=toy["quick"],
         model=cfg["model"]["spec"], compatibility_mode=cfg["model"]["compatibility_mode"],
-        out_dir=out, progress=progress, **cfg["measure"])
+        out_dir=out, progress=progress, model_required=False, **measure)
     return {"complete": comp["complete"], "out": str(out)}
 
 
@@ -94,14 +190,14 @@ STUDY_KINDS: dict[str, StudyKind] = {
         "toy-vs-model comparison: six linear-representation hypotheses, measured side by side, with a report",
         {"study": dict(_COMMON), "model": dict(_MODEL),
          "toy": {"run": "", "set": [], "quick": False},
-         "measure": {"n_prompts": 64, "k_shots": 4, "seed": 0, "words": ""}},
+         "measure": {"n_prompts": 64, "k_shots": 4, "seed": 0, "words": "", "axes": [], "quick": False}},
         _run_compare,
     ),
 }
 
 
 def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}.get(type(v), type(v).__name__)
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(type(v), type(v).__name__)
 
 
 def _check_type(where: str, value: Any, default: Any) -> Any:
@@ -117,7 +213,7 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise StudyError(f"{where} = {value!r}: expected a {_type_name(default)} (default {default!r})")
+        raise StudyError(f"{where} = {value!r}: expected {_type_name(default)} (default {default!r})")
     return value
 
 

@@ -99,6 +99,15 @@ def bench_throughput(ckpt: Path, args) -> dict:
                 lm.model(x, return_type="logits")
         sync()
 
+    all_resid = [f"blocks.{L}.hook_resid_post" for L in range(lm.n_layers)]
+
+    def tl_cache():   # TransformerLens' own cached run on the same batches, for reference
+        with torch.no_grad():
+            for x in batches:
+                _, cache = lm.model.run_with_cache(x, names_filter=all_resid, return_type=None)
+                [cache[h][:, -1].cpu() for h in all_resid]
+        sync()
+
     def ext_all():
         extract(lm, prompts, "resid_post", position="last", batch_size=args.batch_size, progress=False)
         sync()
@@ -107,7 +116,8 @@ def bench_throughput(ckpt: Path, args) -> dict:
         extract(lm, prompts, f"resid_post:{mid}", position="last", batch_size=args.batch_size, progress=False)
         sync()
 
-    fns = {"plain_forward": plain, "extract_all_layers": ext_all, f"extract_layer_{mid}": ext_mid}
+    fns = {"plain_forward": plain, "tl_run_with_cache_all": tl_cache, "extract_all_layers": ext_all,
+           f"extract_layer_{mid}": ext_mid}
     for fn in fns.values():   # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -134,8 +144,8 @@ def child_memory(ckpt: Path, n: int, args) -> dict:
     from probekit.extract import extract
     from probekit.models import load_model
 
-    torch.set_num_threads(args.threads)
-    prompts = make_prompts(n, args.prompt_tokens, seed=2)
+    torch.set_num_threads(args.memory_threads or args.threads)
+    prompts = make_prompts(n, args.memory_prompt_tokens or args.prompt_tokens, seed=2)
     lm = load_model(f"path:{ckpt}", device=args.device)
     import gc
     gc.collect()
@@ -191,6 +201,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--memory-threads", type=int, default=None, help="threads for the memory runs (default --threads)")
+    p.add_argument("--memory-prompt-tokens", type=int, default=None, help="max tokens per prompt in the memory runs")
     p.add_argument("--ckpt", default=None, help="folder for the random-weight checkpoint (default: a temp dir)")
     p.add_argument("--out", default="bench_out")
     p.add_argument("--child-memory", type=int, default=None, help=argparse.SUPPRESS)
@@ -218,6 +230,9 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--child-memory", str(n), "--ckpt", str(ckpt),
                "--prompt-tokens", str(args.prompt_tokens), "--batch-size", str(args.batch_size),
                "--threads", str(args.threads), "--device", args.device]
+        for flag, val in (("--memory-threads", args.memory_threads), ("--memory-prompt-tokens", args.memory_prompt_tokens)):
+            if val:
+                cmd += [flag, str(val)]
         r = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in r.stdout.splitlines() if ln.startswith("CHILD_RESULT ")]
         if r.returncode != 0 or not line:

@@ -11,12 +11,14 @@ from probekit.prompt import Prompt
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Small forwards: one torch thread avoids oversubscription on shared CPUs (restored after)."""
+    """Small problems: one torch / BLAS thread avoids oversubscription on shared CPUs (restored after)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(n)
 
 
@@ -163,16 +165,13 @@ def test_prefix_matching_on_tiny_gpt2(tiny_lm):
 # ----------------------------------------------------------------------------------- toy run
 @pytest.fixture(scope="module")
 def toy_lm():
-    toy_fixtures = pytest.importorskip("tests.toy_fixtures")
-    from probekit.models import load_model
+    from probekit.models import toy_loaded_model
+    from tests.toy_fixtures import train_small_concept_run
 
-    run = toy_fixtures.train_small_concept_run()
-    return load_model(f"toy:{run.path}") if run.path is not None else None
+    return toy_loaded_model(train_small_concept_run())
 
 
 def test_correct_attention_on_trained_toy(toy_lm):
-    if toy_lm is None:
-        pytest.skip("toy fixture run has no directory")
     pb = toy_lm.toy_run.probe_batch(256, seed=1)
     res = A.correct_attention(toy_lm, pb, progress=False)
     q = res["query"]

@@ -103,3 +103,69 @@ def test_half_comparison_says_what_is_missing(tmp_path):
     write_report(comp, tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "INCOMPLETE" in md and "GPT-2 is not in the cache" in md and "hf download gpt2" in md
+
+
+# --- end to end on the tiny GPT-2 checkpoint and a small trained toy --------------------------------
+
+def quick_toy_run(tmp_path_factory):
+    """A small concept toy (the --quick config) trained once per test session/worker."""
+    from toy import get_setting, load_run
+    from toy.config import apply_overrides
+    from toy.runio import is_complete_run
+
+    from probekit.compare import QUICK_TOY_OVERRIDES
+
+    path = tmp_path_factory.getbasetemp() / "quick_concept_toy"
+    if not is_complete_run(path):
+        setting = get_setting("concept")
+        setting.train(apply_overrides(setting.config_cls(), list(QUICK_TOY_OVERRIDES)), out_dir=path, progress=False)
+    return load_run(path)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    return quick_toy_run(tmp_path_factory)
+
+
+def test_compare_end_to_end(tmp_path, toy_run, tiny_gpt2_dir):
+    from probekit.cli import main
+
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--toy", str(toy_run.path), "--model", f"path:{tiny_gpt2_dir}", "--out", str(out),
+               "--quick", "--axes", "gender,number,animacy", "--no-progress"])
+    assert rc == 0
+    for name in ("report.md", "report.html", "comparison.json", "verdicts.png", "cosines.png", "layers.png",
+                 "attention.png", "similarity.png"):
+        assert (out / name).is_file(), name
+    comp = json.loads((out / "comparison.json").read_text())
+    assert comp["complete"] is True
+    assert comp["model"]["identity"]["model_id"] == f"path:{tiny_gpt2_dir.resolve()}"
+    assert comp["model"]["identity"]["processing"]["compatibility_mode"] is False
+    assert comp["model"]["data"]["axes"] == ["gender", "number", "animacy"]
+    assert len(comp["model"]["data"]["words_data_hash"]) == 64
+    assert comp["toy"]["identity"]["config"]["d"] == toy_run.config.d
+    # every hypothesis was measured on both sides, with the fixed threshold recorded next to the value
+    for h in HYPOTHESES:
+        for side in ("toy", "model"):
+            v = comp["verdicts"][h.id][side]
+            assert v["status"] in (PASS, FAIL), (h.id, side, v)
+            assert math.isfinite(v["value"]) and v["threshold"] == h.threshold
+            assert f"threshold {h.op} " in v["line"]
+    # the trained toy is linearly decodable, near-orthogonal across concepts, positive within concepts
+    assert comp["verdicts"]["H1"]["toy"]["status"] == PASS
+    assert comp["verdicts"]["H2"]["toy"]["status"] == PASS
+    assert comp["verdicts"]["H3"]["toy"]["status"] == PASS
+    # a random-weight GPT-2 carries no concept: its probes are not selective
+    assert comp["verdicts"]["H1"]["model"]["status"] == FAIL
+    sim = comp["similarity"]
+    assert sim["sides"]["toy"]["dim"] == 2 * toy_run.config.d and sim["sides"]["model"]["dim"] == 64
+    md = (out / "report.md").read_text()
+    assert "compatibility_mode" in md and comp["model"]["data"]["words_data_hash"] in md
+
+
+def test_compare_refuses_a_model_that_does_not_load(tmp_path, toy_run):
+    from probekit.cli import main
+
+    rc = main(["compare", "--toy", str(toy_run.path), "--model", f"path:{tmp_path / 'nope'}", "--out",
+               str(tmp_path / "o"), "--no-progress"])
+    assert rc == 2 and not (tmp_path / "o").exists()

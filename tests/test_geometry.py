@@ -8,6 +8,19 @@ from probekit import geometry as G
 from probekit.errors import ActivationError, DataError, ProbekitError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small problems: one torch / BLAS thread avoids oversubscription on shared CPUs (restored after)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(n)
+
+
 def _planted(n=4000, d=40, k=3, sep=3.0, noise=1.0, seed=0):
     """Words with k binary axes planted along orthonormal directions e_0..e_{k-1}."""
     rng = np.random.default_rng(seed)
@@ -231,7 +244,7 @@ def test_word_token_ids_and_causal_ip_on_tiny_gpt2(tmp_path, tiny_gpt2_dir):
     ids = G.word_token_ids(ds, tok)
     assert set(ids) == {"gender", "number"}
     assert ids["gender"][1][0] == tok.encode(" king")[0]       # classes alphabetical: female=0, male=1
-    n_single = sum(len(tok.encode(" " + w)) == 1 for w in ds.texts)
+    n_single = sum(len(tok.encode(w)) == 1 for w in ds.texts)
     assert sum(len(a) + len(b) for a, b in [ids["gender"]]) == n_single
     # the tiny GPT-2's unembedding (= tied embedding), TL layout [d_model, d_vocab]
     wfile = next(tiny_gpt2_dir.glob("*.safetensors"))
@@ -243,8 +256,9 @@ def test_word_token_ids_and_causal_ip_on_tiny_gpt2(tmp_path, tiny_gpt2_dir):
 
 @pytest.fixture(scope="module")
 def toy_run():
-    toy_fixtures = pytest.importorskip("tests.toy_fixtures")
-    return toy_fixtures.train_small_concept_run()
+    from tests.toy_fixtures import train_small_concept_run
+
+    return train_small_concept_run()
 
 
 def test_toy_geometry_against_truth(toy_run):
@@ -265,3 +279,16 @@ def test_toy_geometry_against_truth(toy_run):
     add = G.additivity_r2(X, pb.axis_labels, groups=pb.groups, seed=0)
     assert add["r2"] > 0.5 > add["r2_shuffled"] + 0.4
     assert add["r2"] <= tg["additivity_r2_ceiling"] + 0.01
+
+
+def test_layer_geometry_runs_every_hook():
+    X, labels, dirs = _planted(n=500, d=16)
+    out = G.layer_geometry({"blocks.0.hook_resid_post": X, "blocks.1.hook_resid_post": 2 * X + 1}, labels, seed=0)
+    assert list(out) == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    for res in out.values():
+        assert res["names"] == ["ax0", "ax1", "ax2"] and res["cos"].shape == (3, 3)
+        assert set(res["within_axis"]) == {"ax0", "ax1", "ax2"}
+        assert res["additivity"]["r2"] > 0.5
+    # an affine rescaling changes nothing in the directions
+    for ax in labels:
+        assert out["blocks.0.hook_resid_post"]["directions"][ax] @ out["blocks.1.hook_resid_post"]["directions"][ax] > 0.999

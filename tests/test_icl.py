@@ -312,3 +312,47 @@ def test_script_runs_on_a_local_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch,
     text = capsys.readouterr().out
     assert "tense (natural)" in text and "tense (symbol)" in text
     assert (out / "icl.json").is_file() and (out / "icl_accuracy.png").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# toy runs: the run's own generator
+
+
+@pytest.fixture(scope="module")
+def toy_run_dir(tmp_path_factory):
+    from tests.toy_fixtures import train_small_concept_run
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("toy_icl") / "run"
+    train_small_concept_run(out_dir=out)
+    return out
+
+
+def test_toy_icl_curve(toy_run_dir, tmp_path):
+    from probekit.icl import toy_icl_accuracy
+    from probekit.models import load_model
+
+    lm = load_model(f"toy:{toy_run_dir}")
+    res = icl_curve(lm, None, None, ks=(0, 1, 8), n_prompts=512, seed=3, progress=False)
+    by_k = {p["k"]: p for p in res["points"]}
+    assert by_k[0]["accuracy"] is None and "L_test" in by_k[0]["note"]
+    assert by_k[8]["accuracy"] > 0.9                   # trained at L = 8: in-context learning works
+    assert by_k[8]["accuracy"] > by_k[1]["accuracy"]    # more demonstrations help
+    # the metric equals sign(f) against the generator's +-1 target, computed here independently
+    batch = lm.toy_run.probe_batch(512, seed=3, L_test=8)
+    with torch.no_grad():
+        f = lm.toy_run.model(batch.inputs).reshape(512, -1)[:, -1].numpy()
+    assert by_k[8]["accuracy"] == pytest.approx(float(np.mean(np.sign(f) == batch.target)))
+    assert toy_icl_accuracy(lm, 8, 512, seed=3) == {k: v for k, v in by_k[8].items() if k != "k"}
+    plot_icl_curve(res, tmp_path / "toy.png")
+    assert "toy:concept" in format_icl_table([res])
+
+
+def test_cli_on_toy_run(toy_run_dir, tmp_path):
+    from probekit.cli import main
+
+    out = tmp_path / "t"
+    assert main(["icl", "--model", f"toy:{toy_run_dir}", "--k", "1,4", "--n", "64", "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "icl.json").read_text())
+    assert res["model"]["kind"] == "toy" and [p["k"] for p in res["results"][0]["points"]] == [1, 4]
+    assert (out / "icl_accuracy.png").is_file()

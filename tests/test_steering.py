@@ -11,22 +11,24 @@ from probekit.prompt import Prompt
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Small forwards: one torch thread avoids oversubscription on shared CPUs (restored after)."""
+    """Small problems: one torch / BLAS thread avoids oversubscription on shared CPUs (restored after)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with threadpool_limits(1):
+        yield
     torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------------- toy run
 @pytest.fixture(scope="module")
 def toy_lm():
-    toy_fixtures = pytest.importorskip("tests.toy_fixtures")
     from probekit.models import toy_loaded_model
+    from tests.toy_fixtures import train_small_concept_run
 
-    return toy_loaded_model(toy_fixtures.train_small_concept_run())
+    return toy_loaded_model(train_small_concept_run())
 
 
 @pytest.fixture(scope="module")

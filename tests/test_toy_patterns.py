@@ -153,7 +153,7 @@ def test_model_hooks_shapes_and_formula():
 # --- the paper's claims on a trained (reduced) model ---------------------------------------------
 
 def test_untrained_model_does_not_satisfy_the_claims():
-    run = toy.get_setting("patterns").train(small_cfg("steps=1", "eval_every=1", "prune_draws=2"), progress=False)
+    run = toy.get_setting("patterns").train(small_cfg("steps=1", "eval_every=1", "prune_draws=2", "final_prompts=2000"), progress=False)
     assert run.metrics["final"]["correct_attention"] < 0.6
     assert run.metrics["final"]["error_unseen"] > 0.2
 

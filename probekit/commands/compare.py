@@ -21,6 +21,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--words", default="", help="word CSV (default: the bundled data/words.csv)")
     p.add_argument("--n-prompts", type=int, default=64, help="ICL prompts per axis on the model side (default 64)")
     p.add_argument("--k-shots", type=int, default=4, help="demonstrations per ICL prompt (default 4)")
+    p.add_argument("--axes", default="", help="comma-separated word-data axes to use (default: all binary axes)")
+    p.add_argument("--quick", action="store_true", help="fewer prompts and axes (a smoke test; numbers not meaningful)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -32,7 +34,8 @@ def run(args) -> int:
 
     comp = run_comparison(toy_run=args.toy, model=args.model, out_dir=args.out,
                           compatibility_mode=args.compatibility_mode, words=args.words,
-                          n_prompts=args.n_prompts, k_shots=args.k_shots, seed=args.seed,
+                          n_prompts=args.n_prompts, k_shots=args.k_shots, seed=args.seed, quick=args.quick,
+                          axes=[a.strip() for a in args.axes.split(",") if a.strip()] or None,
                           progress=not args.no_progress, model_required=True)
     print(verdict_summary(comp))
     print(f"report: {args.out}/report.md (and report.html, comparison.json)")

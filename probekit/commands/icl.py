@@ -56,7 +56,12 @@ def run(args) -> int:
         raise DataError(f"--labels {args.labels!r}: use natural, symbol or natural,symbol")
     if args.n < 1:
         raise DataError(f"--n {args.n}: need at least 1 prompt per k")
-    is_toy = args.model.strip().startswith("toy:")
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size {args.batch_size}: need at least 1")
+    from toy.runio import is_complete_run
+
+    spec = args.model.strip()
+    is_toy = spec.startswith("toy:") or (Path(spec).expanduser().is_dir() and is_complete_run(Path(spec).expanduser()))
     dataset, axes = None, [None]
     if not is_toy:
         dataset = load_word_csv(args.data or default_word_csv())
@@ -66,6 +71,8 @@ def run(args) -> int:
         for a in axes + ([args.cross] if args.cross else []):
             dataset.classes(a)  # DataError listing the axes for an unknown one
         cross = args.cross or None
+        if all(a == cross for a in axes):
+            raise DataError(f"--concept {args.concept!r} only names the --cross axis; name another concept axis")
         for a in axes:          # every prompt set is built (and checked) before the model is loaded
             for m in modes:
                 for k in ks:

@@ -163,6 +163,11 @@ class ConceptConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def knob_help(cls) -> dict[str, str]:
+        """Knob name -> one-line description (used by `probekit toy train --help-config`)."""
+        return {name: note for name, _, _, note in describe_knobs()}
+
 
 def describe_knobs() -> list[tuple[str, str, object, str]]:
     """(name, type, default, comment) per knob, read from this file's comments (for --help-config)."""

@@ -1,0 +1,300 @@
+"""`probekit probe`: probe concept axes at every layer of a model, with baselines, figures and artifacts.
+
+    run_probe_study("path:/models/gpt2", "out/gpt2_probe", data="data/words.csv", concepts="gender,number")
+    run_probe_study("toy:runs/concept", "out/toy_probe")            # prompts from the run's own generator
+
+Writes, atomically (built under a hidden temporary name, renamed into place at the end):
+
+    OUT/results.json            {"rows": [one per (concept, layer/hook, probe)], "best": {...}, model
+                                identity, data, settings, versions}
+    OUT/<concept>_probes.png    accuracy (with control-task, label-shuffle, random-direction and
+                                chance baselines) and selectivity against layer, one line per probe
+    OUT/probes/<concept>/       the best probe (by selectivity) refitted on all labelled examples,
+                                a `probekit.load_probe` artifact
+
+Transformer models read words from a CSV (`probekit.words`; default the bundled data/words.csv)
+placed in a template (`{word}` once; default DEFAULT_TEMPLATE); position `word` = the last token
+of the word (multi-token words use their last token). Several templates give several prompts per
+word; folds are always grouped by word. Toy models (`toy:RUN_DIR`) use `run.probe_batch(n, seed)`
+(labels `axis_labels`, groups `groups`) and score directions against `run.truth_directions()`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import DataError, ProbekitError
+
+DEFAULT_TEMPLATE = "Here is a word: {word}"
+
+
+class StudyOutputError(ProbekitError):
+    """An --out directory that cannot be used."""
+
+
+def _split(spec) -> list[str]:
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return [s.strip() for s in spec.split(",") if s.strip()]
+    return [str(s).strip() for s in spec if str(s).strip()]
+
+
+def resolve_concepts(requested, available: Sequence[str], source: str) -> list[str]:
+    req = _split(requested) or ["all"]
+    if req == ["all"]:
+        return list(available)
+    unknown = [c for c in req if c not in available]
+    if unknown:
+        raise DataError(f"unknown concept axis {', '.join(map(repr, unknown))}; valid axes in {source}: "
+                        f"{', '.join(available)} (or 'all')")
+    return list(dict.fromkeys(req))
+
+
+def resolve_layers(lm, layers) -> list[str]:
+    """--layers: 'all' (residual stream: blocks.0.hook_resid_pre and every hook_resid_post; for toy
+    models every hook without a head axis), layer numbers '0,3,5' (resid_post there), or a hook
+    request understood by probekit.hooks ('resid_mid', 'blocks.*.hook_attn_out', exact names)."""
+    from .errors import HookError
+    from .hooks import is_attention_hook
+
+    spec = "all" if layers is None or str(layers).strip() == "" else str(layers).strip()
+    names = lm.hook_names()
+    if spec == "all":
+        if lm.kind == "transformer":
+            hooks = [h for h in ("blocks.0.hook_resid_pre",) if h in names]
+            hooks += [f"blocks.{L}.hook_resid_post" for L in range(lm.n_layers) if f"blocks.{L}.hook_resid_post" in names]
+            if hooks:
+                return hooks
+        skip = ("hook_q", "hook_k", "hook_v", "hook_z", "hook_result", "hook_attn_scores", "hook_pattern")
+        hooks = [h for h in names if not is_attention_hook(h) and not h.endswith(skip)]
+        if not hooks:
+            raise HookError(f"model {lm.model_id} has no hooks to probe; valid hooks: {names}")
+        return hooks
+    parts = _split(spec)
+    if all(p.lstrip("-").isdigit() for p in parts):
+        out = []
+        for p in parts:
+            L = int(p)
+            if not -lm.n_layers <= L < lm.n_layers:
+                raise HookError(f"layer {L} does not exist: {lm.model_id} has layers 0..{lm.n_layers - 1}")
+            out.append(lm.resid_hook(L, "post"))
+        return list(dict.fromkeys(out))
+    return lm.resolve_hooks(parts)
+
+
+def _prepare_out(out: Path, overwrite: bool) -> Path:
+    out = Path(out).expanduser().resolve()
+    if out.exists():
+        if not out.is_dir():
+            raise StudyOutputError(f"{out} exists and is not a directory; choose another --out")
+        if any(out.iterdir()):
+            if not (out / "results.json").is_file():
+                raise StudyOutputError(f"{out} is not empty and holds no probe results; choose an empty or new --out")
+            if not overwrite:
+                raise StudyOutputError(f"{out} already holds probe results; pass --overwrite or choose another --out")
+    return out
+
+
+def _hook_label(h: str) -> str:
+    parts = h.split(".")
+    if len(parts) >= 3 and parts[0] == "blocks":
+        return f"{parts[-1].replace('hook_', '')} {parts[1]}"
+    return h.replace("hook_", "")
+
+
+def _plot_concept(rows: list[dict], concept: str, path: Path, model_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from toy.runio import save_figure
+
+    hooks = list(dict.fromkeys(r["hook"] for r in rows))
+    probes = list(dict.fromkeys(r["probe"] for r in rows))
+    x = np.arange(len(hooks))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(8, 0.55 * len(hooks) + 5), 3.8))
+    get = lambda p, k: np.array([next(r[k] for r in rows if r["hook"] == h and r["probe"] == p) for h in hooks], float)  # noqa: E731
+    for i, p in enumerate(probes):
+        acc, sd = get(p, "accuracy"), get(p, "accuracy_std")
+        a.plot(x, acc, "o-", color=f"C{i}", label=f"{p}")
+        a.fill_between(x, acc - sd, acc + sd, color=f"C{i}", alpha=0.12)
+        a.plot(x, get(p, "control_accuracy"), ":", color=f"C{i}", label=f"{p} control task")
+        b.plot(x, get(p, "selectivity"), "o-", color=f"C{i}", label=p)
+    a.plot(x, get(probes[0], "shuffle_accuracy"), "--", color="grey", label="label shuffle")
+    a.plot(x, get(probes[0], "random_direction_accuracy"), "-.", color="black", lw=0.8, label="random direction")
+    a.axhline(rows[0]["chance"], color="red", lw=0.8, label="majority class")
+    a.set_ylabel("held-out accuracy (grouped folds)")
+    a.set_ylim(0, 1.02)
+    b.axhline(0, color="grey", lw=0.8)
+    b.set_ylabel("selectivity = accuracy - control")
+    for ax in (a, b):
+        ax.set_xticks(x)
+        ax.set_xticklabels([_hook_label(h) for h in hooks], rotation=60, ha="right", fontsize=7)
+        ax.set_xlabel("layer (hook)")
+    a.legend(fontsize=6, ncol=2)
+    b.legend(fontsize=7)
+    fig.suptitle(f"{model_id}: {concept} (n={rows[0]['n']}, {rows[0]['n_folds']} grouped folds)", fontsize=9)
+    save_figure(fig, path)
+
+
+def _word_inputs(ds, concepts, templates):
+    """Prompts for every word labelled on at least one concept, for every template."""
+    from .words import word_prompts
+
+    keep = np.zeros(len(ds), bool)
+    for c in concepts:
+        keep |= ds.labelled(c)
+    idx = np.flatnonzero(keep)
+    words = [ds.words[i] for i in idx]
+    prompts, groups = [], []
+    for t in templates:
+        prompts += word_prompts(ds, t, words=words)
+        groups.append(idx)
+    groups = np.concatenate(groups)
+    labels = {c: ds.labels(c)[groups] for c in concepts}
+    classes = {c: ds.classes(c) for c in concepts}
+    return prompts, labels, classes, groups
+
+
+def run_probe_study(model: str, out, *, data: str | None = None, concepts="all", layers="all",
+                    probes="logistic,mass-mean,lda", templates: Sequence[str] | None = None,
+                    position: str | None = None, n_folds: int = 5, n_repeats: int = 1, n_controls: int = 1,
+                    seed: int = 0, n_prompts: int = 2000, batch_size: int = 32, C: float = 1.0,
+                    compatibility_mode: bool = False, device: str = "cpu", overwrite: bool = False,
+                    progress: bool = True, lm=None) -> dict[str, Any]:
+    """Run the probe study and write OUT (see the module docstring). Returns the results dict.
+
+    Every input is checked (probe names, concepts, data, folds, hooks, positions, labels per concept)
+    before activations are extracted; nothing is written unless the whole study succeeds.
+    `lm` may pass an already loaded LoadedModel (then `model` is only used for messages)."""
+    from toy.runio import atomic_write_json, library_versions
+
+    from .artifacts import dataset_hash, save_probe
+    from .evaluate import best_layer, layer_sweep, prepare_labels
+    from .extract import extract
+    from .probes import check_probe_names, make_probe
+
+    probe_names = check_probe_names(probes)
+    if not isinstance(n_folds, int) or n_folds < 2:
+        raise DataError(f"--folds must be an integer >= 2; got {n_folds!r}")
+    out = _prepare_out(Path(out), overwrite)
+    is_toy = (lm.kind == "toy") if lm is not None else str(model).startswith("toy:")
+
+    ds = None
+    if not is_toy:
+        from .words import default_word_csv, load_word_csv
+
+        ds = load_word_csv(data if data else default_word_csv())
+        concept_list = resolve_concepts(concepts, ds.axes, ds.source or str(data))
+        templates = list(templates or [DEFAULT_TEMPLATE])
+        for t in templates:
+            if t.count("{word}") != 1:
+                raise DataError(f"--template {t!r} must contain '{{word}}' exactly once, e.g. {DEFAULT_TEMPLATE!r}")
+    elif data:
+        raise DataError("--data is for transformer models; a toy run makes its own prompts (drop --data)")
+
+    if lm is None:
+        from .models import load_model
+
+        lm = load_model(model, device=device, compatibility_mode=compatibility_mode)
+    hooks = resolve_layers(lm, layers)
+
+    truth_all: dict[str, np.ndarray] = {}
+    if lm.kind == "toy":
+        run = lm.toy_run
+        if run is None:
+            raise DataError(f"{lm.model_id} is a toy model without its run; load it with load_model('toy:DIR')")
+        batch = run.probe_batch(int(n_prompts), int(seed))
+        concept_list = resolve_concepts(concepts, list(batch.axis_labels), f"toy run {lm.model_id}")
+        labels = {c: np.asarray(batch.axis_labels[c]) for c in concept_list}
+        classes = {c: list(batch.axis_classes[c]) for c in concept_list}
+        groups = np.asarray(batch.groups)
+        try:
+            truth_all = {k: np.asarray(v, dtype=np.float64) for k, v in (run.truth_directions() or {}).items()}
+        except NotImplementedError:
+            truth_all = {}
+        prompts = batch
+        pos = position or "last"
+        data_desc = {"source": "toy generator", "n_prompts": int(n_prompts), "seed": int(seed)}
+        dhash = dataset_hash(batch.inputs.detach().cpu().numpy(), groups, *[labels[c] for c in concept_list])
+    else:
+        prompts, labels, classes, groups = _word_inputs(ds, concept_list, templates)
+        pos = position or "word"
+        data_desc = {"source": ds.source or str(data), "n_words": int(len(np.unique(groups))),
+                     "n_prompts": len(prompts), "templates": templates, "data_hash": ds.data_hash}
+        dhash = dataset_hash(ds.data_hash, templates, pos)
+    for c in concept_list:                       # too few examples etc.: fail before extraction
+        prepare_labels(labels[c], groups, n_folds, what=f"concept {c!r}")
+
+    acts = extract(lm, prompts, hooks, position=pos, batch_size=batch_size, progress=progress)
+    X_by_hook = {}
+    for h in hooks:
+        X = np.asarray(acts[h], dtype=np.float32)
+        X_by_hook[h] = X.reshape(X.shape[0], -1) if X.ndim > 2 else X
+
+    rows: list[dict] = []
+    best: dict[str, dict] = {}
+    from tqdm.auto import tqdm
+
+    for c in tqdm(concept_list, desc="concepts", disable=not progress):
+        truth = truth_all.get(c)
+        crow = layer_sweep(X_by_hook, labels[c], groups, probes=probe_names, n_folds=n_folds, seed=seed, truth=truth,
+                           n_repeats=n_repeats, n_controls=n_controls, C=C, progress=False, concept=c)
+        names = classes[c]
+        for r in crow:
+            r["classes"] = [names[int(i)] if isinstance(i, (int, np.integer)) and 0 <= int(i) < len(names) else i
+                            for i in r["classes"]]
+        rows += crow
+        b = best_layer(crow, by="selectivity")
+        best[c] = {k: b[k] for k in ("layer", "hook", "probe", "accuracy", "control_accuracy", "selectivity",
+                                     "auroc", "truth_cosine")}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        figures = {}
+        artifacts = {}
+        for c in concept_list:
+            crow = [r for r in rows if r["concept"] == c]
+            _plot_concept(crow, c, tmp / f"{c}_probes.png", lm.model_id)
+            figures[c] = f"{c}_probes.png"
+            b = best[c]
+            y = labels[c]
+            keep = y >= 0
+            probe = make_probe(b["probe"], **({"C": C} if b["probe"] == "logistic" else {}))
+            probe.fit(X_by_hook[b["hook"]][keep], y[keep])
+            # class ids -> names, keeping the id order (so direction_ still points towards class id 1)
+            probe.classes_ = np.asarray([str(classes[c][int(i)]) for i in probe.classes_])
+            save_probe(probe, tmp / "probes" / c, model_identity=lm.identity(), hook=b["hook"], position=pos,
+                       dataset_hash=dhash, extra={"concept": c, "selected_by": "selectivity", "cv": b,
+                                                  "data": data_desc, "n_train": int(keep.sum())})
+            artifacts[c] = f"probes/{c}"
+        results = {
+            "model": lm.identity(), "hooks": hooks, "position": pos, "concepts": concept_list,
+            "probes": probe_names, "data": data_desc, "dataset_hash": dhash,
+            "settings": {"n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
+                         "C": C, "layers": layers},
+            "rows": rows, "best": best, "figures": figures, "artifacts": artifacts,
+            "versions": library_versions(),
+        }
+        atomic_write_json(tmp / "results.json", results)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, trash / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    results["out"] = str(out)
+    return results
