@@ -393,7 +393,9 @@ def plot_head_heatmap(M: Any, path: str | Path, *, title: str = "", layers: Sequ
         for i in range(L):
             for j in range(H):
                 if np.isfinite(M[i, j]):
-                    ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
+                    frac = (M[i, j] - im.norm.vmin) / max(im.norm.vmax - im.norm.vmin, 1e-12)
+                    ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="k" if frac > 0.6 else "w")
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)

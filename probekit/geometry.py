@@ -637,7 +637,8 @@ def plot_cosine_heatmap(names: Sequence[str], M: Any, path: str | Path, *, title
     if k <= 16:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                ax.text(j, i, f"{M[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color="w" if abs(M[i, j]) > 0.6 else "k")
     fig.colorbar(im, ax=ax, shrink=0.8, label="cosine")
     ax.set_title(title, fontsize=9)
     save_figure(fig, path)

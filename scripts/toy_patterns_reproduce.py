@@ -30,6 +30,10 @@ def fmt(v) -> str:
     return "   -   " if v is None else f"{v:7.4f}"
 
 
+def show(name: str, c: dict) -> str:
+    return f"[{'PASS' if c['pass'] else 'FAIL'}] {name}: {c['value']:.4g} {c['op']} {c['threshold']:g}"
+
+
 def table(title: str, header: list[str], rows: list[list]) -> str:
     lines = [title, "  ".join(f"{h:>10}" for h in header)]
     for r in rows:
@@ -75,7 +79,7 @@ def main(argv=None) -> int:
             run = setting.train(cfgs[s], out_dir=run_dir, progress=progress, overwrite=True)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
-        ood = setting.ood(run_dir, out_dir=run_dir, progress=progress)
+        ood = setting.ood(run_dir, progress=progress)                  # writes run_dir/ood/
         f = run.metrics["final"]
         summary["runs"][s] = {"final": {k: v for k, v in f.items() if k not in ("pruning", "ood", "tasks")},
                               "pruning": f["pruning"], "ood_s1": f["ood"], "ood_grid": ood["grid"],
@@ -104,7 +108,7 @@ def main(argv=None) -> int:
                 ["seed"] + [f"S1={x:g}" for x in s1s], [[s] + r["ood_s1"]["error"] for s, r in R.items()]))
     for s, r in R.items():
         for name, c in r["ood_s1"]["checks"].items():
-            print(f"  seed {s}: {name}: {c['value']:.4g} ({c['threshold']}) -> {'holds' if c['holds'] else 'FAILS'}")
+            print(f"  seed {s}: {show(name, c)}")
     g = R[seeds[0]]["ood_grid"]
     print()
     print(table(f"seed {seeds[0]}: OOD error vs l_ts (alpha' = {g['alpha']})", ["l_ts"] + [f"S1={x:g}" for x in g["s1"]]
@@ -118,8 +122,8 @@ def main(argv=None) -> int:
                     [[x, p["magnitude"]["error"][i], p["random"]["error"][i], p["magnitude"]["margin"][i],
                       p["random"]["margin"][i], p["magnitude"]["margin_ratio"][i], p["random"]["margin_ratio"][i]]
                      for i, x in enumerate(p["rates"])]))
-        for name, c in p["checks"].items():
-            print(f"  {name}: {c['value']:.4g} ({c['threshold']}) -> {'holds' if c['holds'] else 'FAILS'}")
+        for name, c in {**p["checks"], **p["paper_claim"]}.items():
+            print(f"  {show(name, c)}")
         if p.get("note"):
             print(f"  NOTE: {p['note']}")
     for a in base["alphas"]:
@@ -128,6 +132,13 @@ def main(argv=None) -> int:
         print(table(f"ICL vs baselines, alpha' = {a}, unseen tasks, {base['n_prompts']} prompts (seed {seeds[0]})",
                     ["contexts"] + [n[:10] for n in curves], [[l] + [curves[n][j] for n in curves]
                                                               for j, l in enumerate(base["lengths"])]))
+    print()
+    for s, r in R.items():
+        c = r["final"]["checks"]["correct_attention_unseen"]
+        print(f"seed {s}: {show('correct_attention_unseen', c)}; all acceptance checks pass: "
+              f"{r['final']['all_checks_pass']}")
+    for note in base.get("notes", []):
+        print(f"NOTE (baselines): {note}")
     agg = {k: [R[s]["final"][k] for s in seeds] for k in ("correct_attention", "error_unseen")}
     summary["aggregate"] = {k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
                             for k, v in agg.items()}

@@ -244,3 +244,22 @@ def test_toy_position_errors(toy_lm):
         extract(toy_lm, x, "blocks.0.hook_attn_out", position=2, progress=False)
     with pytest.raises(DataError):
         extract(toy_lm, ["text"], "blocks.0.hook_resid_pre", progress=False)
+
+
+def test_trained_toy_run_extraction():
+    from tests.toy_fixtures import train_small_concept_run
+
+    run = train_small_concept_run()
+    toy = toy_loaded_model(run)
+    batch = run.probe_batch(40, seed=3)
+    acts = extract(toy, batch, ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_pattern", "blocks.0.hook_attn_out",
+                                "hook_out"], position="last", batch_size=16, progress=False)
+    n, T = batch.inputs.shape[:2]
+    np.testing.assert_allclose(acts["blocks.0.hook_resid_pre"], batch.inputs[:, -1].numpy(), atol=0)
+    pat = acts["blocks.0.attn.hook_pattern"]
+    assert pat.shape[:2] == (n, 1) and np.allclose(pat.sum(-1), 1, atol=1e-5)
+    assert acts["blocks.0.hook_attn_out"].ndim == 2 and acts["hook_out"].shape == (n,)
+    np.testing.assert_allclose(forward_logits(toy, batch), acts["hook_out"], atol=1e-5)
+    # the same numbers whatever the batch size
+    again = extract(toy, batch.inputs, "blocks.0.attn.hook_pattern", batch_size=7, progress=False)
+    np.testing.assert_allclose(again["blocks.0.attn.hook_pattern"], pat, atol=1e-6)

@@ -322,9 +322,13 @@ def test_script_runs_on_a_local_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch,
 def toy_run_dir(tmp_path_factory):
     from tests.toy_fixtures import train_small_concept_run
 
-    torch.set_num_threads(2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # small matrices: one thread is faster
     out = tmp_path_factory.mktemp("toy_icl") / "run"
-    train_small_concept_run(out_dir=out)
+    try:   # the shared small run, with fewer evaluation extras (this test only needs the trained model)
+        train_small_concept_run(out_dir=out, log_every=100, n_bayes=2000, n_test=256, n_test_log=64, n_noise_probe=8)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 

@@ -194,19 +194,18 @@ def test_toy_spec_with_bad_dir_raises(tmp_path):
 
 
 def test_toy_spec_loads_a_trained_run(tmp_path):
-    toy_fixtures = pytest.importorskip("tests.toy_fixtures")
-    run_dir = toy_fixtures.train_small_concept_run(tmp_path / "run") if _takes_arg(
-        toy_fixtures.train_small_concept_run) else toy_fixtures.train_small_concept_run()
-    run_dir = getattr(run_dir, "path", run_dir)
+    from tests.toy_fixtures import train_small_concept_run
+
+    run = train_small_concept_run(tmp_path / "run")
+    run_dir = tmp_path / "run"
     lm_toy = load_model(f"toy:{run_dir}")
-    assert lm_toy.kind == "toy" and lm_toy.model_id == f"toy:{Path(run_dir).resolve()}"
-    assert lm_toy.n_layers >= 1 and lm_toy.d_model > 0
-    assert "blocks.0.hook_resid_pre" in lm_toy.hook_names()
+    assert lm_toy.kind == "toy" and lm_toy.model_id == f"toy:{run_dir.resolve()}"
+    assert lm_toy.tokenizer is None and lm_toy.toy_run.setting == "concept"
+    assert lm_toy.n_layers == 1 and lm_toy.d_model == run.config.d
+    assert "blocks.0.hook_resid_pre" in lm_toy.hook_names() and "hook_out" in lm_toy.hook_names()
+    assert lm_toy.identity()["setting"] == "concept" and lm_toy.processing == {"compatibility_mode": False}
+    # the loaded weights are the trained ones
+    for (k, a), (k2, b) in zip(run.model.state_dict().items(), lm_toy.model.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
     # a bare run directory is recognised as a toy run too
     assert load_model(str(run_dir)).kind == "toy"
-
-
-def _takes_arg(fn) -> bool:
-    import inspect
-
-    return any(p.default is inspect.Parameter.empty for p in inspect.signature(fn).parameters.values())

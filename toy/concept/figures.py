@@ -27,12 +27,13 @@ def figure3(metrics: dict, png: str | Path, title: str = "concept ICL") -> dict:
             "mlp": {k: h[k] for k in MLP if k in h},
             "bayes_error": metrics.get("final", {}).get("bayes_error")}
     fig, ax = plt.subplots(1, 4, figsize=(18, 4))
+    floor = 1e-4   # a log axis cannot show 0: values below are drawn at this floor
     for k, v in data["losses"].items():
-        ax[0].plot(x, v, label=k, ls="-" if "loss" in k else "--")
+        ax[0].plot(x, np.maximum(np.asarray(v, float), floor), label=k, ls="-" if "loss" in k else "--")
     if data["bayes_error"] is not None:
-        ax[0].axhline(data["bayes_error"], color="grey", lw=0.8, ls=":", label="Bayes error")
-    ax[0].set_yscale("symlog", linthresh=1e-3)
-    ax[0].set_title("(i) logistic loss and 0-1 error")
+        ax[0].axhline(max(data["bayes_error"], floor), color="grey", lw=0.8, ls=":", label="Bayes error")
+    ax[0].set_yscale("log")
+    ax[0].set_title(f"(i) logistic loss and 0-1 error (0 drawn at {floor:g})")
     for k, v in data["attention"].items():
         ax[1].plot(x, v, label=k)
     ax[1].set_ylim(0, 1.02)
@@ -68,7 +69,7 @@ def figure4(results: dict, png: str | Path, title: str = "concept ICL: OOD") -> 
     data = {"title": title, "scenarios": names, "test_error": err, "bayes_error": bay,
             "attention_floor": flo, "correct_attention": att}
     x = np.arange(len(names))
-    fig, ax = plt.subplots(1, 2, figsize=(max(10, 1.1 * len(names) * 2), 4.5))
+    fig, ax = plt.subplots(2, 1, figsize=(max(8, 0.75 * len(names)), 8))
     ax[0].bar(x - 0.27, err, 0.27, label="model 0-1 error")
     ax[0].bar(x, bay, 0.27, label="Bayes (oracle) error")
     ax[0].bar(x + 0.27, flo, 0.27, label="attention floor (no matching demo)")

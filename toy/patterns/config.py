@@ -41,6 +41,11 @@ class PatternsConfig:
     ood_alpha: float = 0.8        # alpha' of OOD prompts
     ood_lengths: tuple[int, ...] = (1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)
 
+    @classmethod
+    def knob_help(cls) -> dict[str, str]:
+        """One line per knob for `probekit toy train --setting patterns --help-config`."""
+        return _HELP
+
     @property
     def d_in(self) -> int:
         return self.d_x + self.d_y
@@ -105,3 +110,25 @@ class PatternsConfig:
             raise ConfigError(
                 f"tasks={self.tasks!r} with n_relevant={self.n_relevant} uses all {len(train)} tasks for training and "
                 "leaves no unseen task to test on; use tasks=cyclic or more relevant patterns (n_relevant >= 5)")
+
+
+_HELP = {
+    "d_x": "input dimension d_X (>= n_relevant + n_irrelevant)",
+    "n_relevant": "M1 relevant patterns mu_j = beta e_j",
+    "n_irrelevant": "M2 irrelevant patterns nu_k = beta e_{M1+k}",
+    "beta": "pattern norm (beta = 1 stalls; spec section 8)",
+    "kappa_max": "x = mu + kappa nu with kappa ~ U(-kappa_max, kappa_max)",
+    "d_y": "label-embedding dimension (q = ones/sqrt(d_y))",
+    "tasks": "training tasks: balanced (18 of 30 for M1=6) or cyclic (12 of 30)",
+    "alpha": "fraction of contexts carrying the task's two patterns",
+    "l_tr": "training context length",
+    "m": "MLP neurons (rows of W_O); a fixed at +-1/m",
+    "init_qkv": "W_Q, W_K, W_V start at init_qkv * I + noise",
+    "lr": "SGD step size", "batch": "prompts per SGD step (fresh each step)", "steps": "SGD steps",
+    "final_prompts": "prompts for the final metrics, pruning and OOD numbers",
+    "prune_rates": "pruned fractions of W_O rows", "prune_draws": "random-pruning draws per rate",
+    "n_ood_relevant": "M1' ODR patterns mu'_j = S1 sum_i u_ji mu_i (u orthonormal rows summing to 1)",
+    "ood_s1": "S1 values (> 0) of the OOD check", "ood_l": "test context length of the OOD check",
+    "ood_alpha": "alpha' of OOD prompts", "ood_lengths": "test context lengths of the OOD grid (probekit toy ood)",
+    "threads": "torch threads while training/evaluating",
+}

@@ -97,8 +97,16 @@ def pruning_curves(model, prompts: Prompts, rates, draws: int, gen: torch.Genera
     return out
 
 
+def check(value: float, op: str, threshold: float) -> dict:
+    """One acceptance check in the project's format {value, threshold, op, pass}."""
+    ok = {"<": value < threshold, "<=": value <= threshold, ">": value > threshold, ">=": value >= threshold}[op]
+    return {"value": float(value), "threshold": float(threshold), "op": op, "pass": bool(np.isfinite(value) and ok)}
+
+
 def pruning_checks(p: dict) -> dict:
-    """The spec's section-8 statements, evaluated on the measured curves (value, threshold, holds)."""
+    """The spec's section-8 statements evaluated on the measured curves, plus the paper's own claim on
+    the 0-1 error under random pruning (`paper_claim_random_pruning_raises_error`, expected to fail at
+    these sizes; when it fails, p["note"] says so)."""
     rates = np.array(p["rates"])
     mag = np.array(p["magnitude"]["margin_ratio"])
     rnd = np.array(p["random"]["margin_ratio"])
@@ -106,30 +114,20 @@ def pruning_checks(p: dict) -> dict:
     at = [i for i, r in enumerate(rates) if abs(r - 0.2) < 1e-9]
     beyond = rates >= 0.2 - 1e-9
     e0 = p["unpruned"]["error"]
-    checks: dict = {}
-    checks["magnitude_margin_ratio_min_upto_0.2"] = {
-        "value": float(mag[upto].min()), "threshold": ">= 0.9", "holds": bool(mag[upto].min() >= 0.9)}
+    checks: dict = {"magnitude_margin_ratio_min_upto_0.2": check(mag[upto].min(), ">=", 0.9)}
     if at:
-        v = float(rnd[at[0]])
-        checks["random_margin_ratio_at_0.2"] = {"value": v, "threshold": "<= 0.85", "holds": bool(v <= 0.85)}
-    if beyond.sum() >= 2:
-        d = np.diff(rnd[beyond])
-        checks["random_margin_keeps_falling_after_0.2"] = {
-            "value": float(d.max()), "threshold": "every step < 0", "holds": bool((d < 0).all())}
+        checks["random_margin_ratio_at_0.2"] = check(rnd[at[0]], "<=", 0.85)
+    if beyond.sum() >= 2:   # value: the largest step of the random curve from R = 0.2 on
+        checks["random_margin_falls_after_0.2_max_step"] = check(np.diff(rnd[beyond]).max(), "<", 0)
     pos = rates > 0
     if pos.any():
-        checks["magnitude_margin_above_random"] = {
-            "value": float((mag[pos] - rnd[pos]).min()), "threshold": ">= 0 at every R > 0",
-            "holds": bool((mag[pos] >= rnd[pos]).all())}
-    checks["magnitude_error_within_0.01_upto_0.2"] = {
-        "value": float(np.max(np.array(p["magnitude"]["error"])[upto]) - e0), "threshold": "<= 0.01",
-        "holds": bool(np.max(np.array(p["magnitude"]["error"])[upto]) - e0 <= 0.01)}
-    rnd_err_change = float(np.max(np.abs(np.array(p["random"]["error"]) - e0)))
-    checks["random_error_change_max"] = {"value": rnd_err_change,
-                                         "threshold": "paper: error grows at least linearly in R",
-                                         "holds": bool(rnd_err_change > 0.01)}
-    if rnd_err_change <= 0.01:
+        checks["magnitude_minus_random_margin_min"] = check((mag[pos] - rnd[pos]).min(), ">=", 0)
+    checks["magnitude_error_increase_upto_0.2"] = check(
+        np.max(np.array(p["magnitude"]["error"])[upto]) - e0, "<=", 0.01)
+    change = float(np.max(np.abs(np.array(p["random"]["error"]) - e0)))
+    p["paper_claim"] = {"paper_claim_random_pruning_raises_error": check(change, ">", 0.01)}
+    if change <= 0.01:
         p["note"] = (f"the paper's claim that random pruning raises the 0-1 error does NOT reproduce at these sizes: "
-                     f"the random-pruning error moves by at most {rnd_err_change:.2g} up to R = {rates.max():g} "
+                     f"the random-pruning error moves by at most {change:.2g} up to R = {rates.max():g} "
                      f"(unpruned {e0:.2g}); the damage shows on the mean margin E[zF] instead")
     return checks

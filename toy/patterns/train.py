@@ -15,7 +15,7 @@ from ..config import ConfigError, config_from_dict
 from ..runio import RunError, RunWriter, atomic_write_json, load_tensors, read_manifest, save_tensors, stream_seed
 from .config import PatternsConfig
 from .data import in_domain_bank, sample_prompts, task_split
-from .metrics import evaluate, pruning_curves, torch_threads
+from .metrics import check, evaluate, pruning_curves, torch_threads
 from .model import PatternTransformer
 from .ood import s1_check
 
@@ -115,7 +115,14 @@ def _fit(cfg: PatternsConfig, progress: bool):
     ood = s1_check(model, cfg, cfg.final_prompts, cfg.seed)
     align = mlp_alignment(model, cfg)
     n_tasks = cfg.n_relevant * (cfg.n_relevant - 1)
+    checks = {"correct_attention_unseen": check(u["correct_attention"], ">=", 0.9)}
+    checks.update(ood["checks"])
+    checks.update(pruning["checks"])
     final = {
+        "checks": checks,
+        "all_checks_pass": all(c["pass"] for c in checks.values()),
+        "paper_claims": pruning["paper_claim"],
+        "notes": [pruning["note"]] if "note" in pruning else [],
         "correct_attention": u["correct_attention"],
         "attention_other": 1 - u["correct_attention"],
         "matching_fraction": u["matching_fraction"],

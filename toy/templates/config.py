@@ -42,6 +42,24 @@ class TemplatesConfig:
     device: str = "cpu"              # "cpu", "cuda" or "auto" (cuda when available); runs always load on the CPU
     threads: int = 1                 # torch CPU threads (1 is fastest on a shared 2-core machine)
 
+    @classmethod
+    def knob_help(cls) -> dict[str, str]:
+        """One line per knob for `probekit toy train --setting templates --help-config`."""
+        return {
+            "N": "prompt length (first N tokens are labelled)", "K": "dictionary size (K > N)",
+            "d": "token dimension", "m": "number of basis functions", "tau": "feature-noise variance",
+            "normalise_tokens": "unit-norm tokens", "arch": "one_layer | deep",
+            "H": "heads", "beta": "std of Q init (one_layer)", "n_layers": "deep only", "d_model": "deep only",
+            "d_ff": "deep only", "loss_mode": "population (one_layer) | empirical", "optimizer": "adam | gd",
+            "lr": "step size", "gd_gamma": "gd: eta_w = gamma^2 eta_Q", "steps": "training steps",
+            "time_budget_s": "stop after this much training wall-clock (0 = off)",
+            "batch_size": "empirical mode", "n_train": "empirical training pool",
+            "n_test_id": "in-domain test prompts", "n_test_ood": "out-of-domain test prompts",
+            "ood_mean": "ood lambda mean", "ood_std": "ood lambda std", "log_every": "loss history interval",
+            "eval_every": "test-metric interval", "dtype": "float32 | float64 parameters",
+            "device": "cpu | cuda | auto", "seed": "dictionary/init/data seed", "threads": "torch CPU threads",
+        }
+
     def validate(self) -> None:
         check_int("N", self.N, 1, 100_000)
         check_int("K", self.K, 2, 100_000)

@@ -125,7 +125,7 @@ OOD_SHIFTS = (0.0, 0.5, 1.0, 2.0)
 
 def ood(run_dir, out_dir=None, progress: bool = True, n: int = 200, seed: int = 12345) -> dict:
     """Inference loss and ridge gap against the task shift: lambda ~ N(s 1, sigma^2 I) for s in OOD_SHIFTS,
-    sigma = 1 (in-domain spread) and sigma = ood_std. Writes ood.json + ood.png to out_dir (default: the run)."""
+    sigma = 1 (in-domain spread) and sigma = ood_std. Writes ood.json + ood.png to out_dir (default: RUN/ood)."""
     from tqdm.auto import tqdm
 
     from . import figures
@@ -144,8 +144,10 @@ def ood(run_dir, out_dir=None, progress: bool = True, n: int = 200, seed: int = 
         rows.append({"shift": s, "std": sd, "mean_lambda_norm": float(lam.norm(dim=1).mean()),
                      "inference_loss": inference_loss(yhat, ystar),
                      "ridge_relative_gap": relgap(yhat, ystar, cfg.N)})
-    result = {"run": str(Path(run_dir).resolve()), "n_prompts": n, "rows": rows}
-    out = Path(out_dir) if out_dir is not None else Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / "ood"
+    result = {"run": str(Path(run_dir).resolve()), "out_dir": str(out.resolve()), "n_prompts": n, "rows": rows,
+              "scenarios": {f"shift={r['shift']:g},std={r['std']:g}": {k: r[k] for k in (
+                  "mean_lambda_norm", "inference_loss", "ridge_relative_gap")} for r in rows}}
     out.mkdir(parents=True, exist_ok=True)
     plt = figures._plt()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -187,10 +187,35 @@ def final_metrics(cfg: TemplatesConfig, model, problem: Problem, history: dict) 
                          "m": cfg.m, "trained_N": [cfg.N], "trained_gap": [final["expected_gap_model_vs_best"]]}
     gaps = extra["gap_vs_N"]["analytic_gap"]
     final["gap_vs_N_argmin"] = Ns[int(np.argmin(gaps))]
-    final["ridge_gap_ok"] = bool(final["ridge_relative_gap"] <= 0.005)
-    final["matches_m_tau_not_N_tau"] = bool(
-        abs(final["relgap_to_best"] - final["relgap_star_vs_best"]) <= 0.25 * final["relgap_star_vs_best"])
+    final["checks"] = acceptance_checks(cfg, final)
+    final["all_checks_pass"] = all(c["pass"] for c in final["checks"].values())
     return {"final": final, "history": history, **extra}
+
+
+def _check(value, threshold, op: str) -> dict:
+    v = float(value)
+    ok = np.isfinite(v) and (v <= threshold if op == "<=" else v >= threshold if op == ">=" else v == threshold)
+    return {"value": v, "threshold": threshold, "op": op, "pass": bool(ok)}
+
+
+def acceptance_checks(cfg: TemplatesConfig, final: dict) -> dict:
+    """Spec section 8 acceptance as {name: {value, threshold, op, pass}}. The first three are claims about the
+    trained one-layer model at the default size and 12k steps; shorter or deep runs may fail them."""
+    checks = {
+        # P-A3: the model matches the m tau ridge on the unseen tokens (pooled norm ratio, in-domain prompts)
+        "ridge_relative_gap": _check(final["ridge_relative_gap"], 0.005, "<="),
+        # ... and not the N tau ridge: its gap to the best ridge is the m tau ridge's gap (within 25%)
+        "relgap_to_best_vs_star_vs_best": _check(
+            abs(final["relgap_to_best"] / final["relgap_star_vs_best"] - 1.0)
+            if final["relgap_star_vs_best"] > 0 else float(final["relgap_to_best"] > 0.005), 0.25, "<="),
+        # Figure 3: the analytic gap against N is smallest at N = m
+        "gap_vs_N_argmin_is_m": _check(final["gap_vs_N_argmin"], cfg.m, "=="),
+    }
+    if "log_excess_r2" in final:
+        # P-A1: log(L - L*) linear in the step
+        checks["log_excess_linear_r2"] = _check(final["log_excess_r2"], 0.95, ">=")
+        checks["log_excess_slope_negative"] = _check(final["log_excess_slope"], 0.0, "<=")
+    return checks
 
 
 def gap_grid(m: int, K: int) -> list[int]:
