@@ -446,14 +446,20 @@ def _identity_toy(run: Any) -> dict[str, Any]:
                               if isinstance(v, (int, float)) and not isinstance(v, bool)}}
 
 
-TOY_HOOK_EXCLUDE = ("hook_out",)
+# The toy's residual-stream-like points, matched to GPT-2's residual stream: the input (query word),
+# the attention output (the toy has no residual connection) and the MLP activations. Internal
+# projections (hook_q, hook_z, mlp.hook_pre) are left out, as GPT-2's are.
+TOY_PROBE_HOOKS = ("blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.0.mlp.hook_post")
 
 
 def toy_probe_hooks(lm: Any) -> list[str]:
-    """The toy's representation hooks (not attention patterns/scores, not the scalar output)."""
-    from .hooks import is_attention_hook
+    """The toy's representation hooks that exist in this model (see TOY_PROBE_HOOKS)."""
+    from .errors import HookError
 
-    return [h for h in lm.hook_names() if not is_attention_hook(h) and h not in TOY_HOOK_EXCLUDE]
+    names = [h for h in TOY_PROBE_HOOKS if h in lm.model.hook_dict]
+    if not names:
+        raise HookError(f"the toy model has none of the hooks {list(TOY_PROBE_HOOKS)}; its hooks: {lm.hook_names()}")
+    return names
 
 
 def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, progress: bool = True) -> dict[str, Any]:

@@ -26,10 +26,6 @@ from toy.patterns.figures import plot_baselines
 from toy.patterns.train import load
 
 
-def fmt(v) -> str:
-    return "   -   " if v is None else f"{v:7.4f}"
-
-
 def show(name: str, c: dict) -> str:
     return f"[{'PASS' if c['pass'] else 'FAIL'}] {name}: {c['value']:.4g} {c['op']} {c['threshold']:g}"
 

@@ -55,9 +55,9 @@ class ConceptConfig:
     train_V: bool = False            # trainable W_V (identity + noise init) instead of fixed identity
     merge_qk: bool = False           # train one W_KQ instead of W_K, W_Q
     include_self: bool = False       # the query attends to itself
-    conv_d_model: int = 64           # conventional arch: residual width
-    conv_n_heads: int = 1            # conventional arch: attention heads
+    conv_n_heads: int = 1            # conventional arch: attention heads (must divide 2d, the residual width)
     conv_d_mlp: int = 128            # conventional arch: MLP width
+    conv_norm: str = "LN"            # conventional arch: "LN" or "none" (LayerNorm before attn / MLP / unembed)
     # --- training (spec 3.2) ---
     optimizer: str = "sgd"           # "sgd" (no momentum) or "adam"
     lr: float = 1.0
@@ -123,11 +123,11 @@ class ConceptConfig:
         check_float("sigma_0", self.sigma_0, lo=0.0)
         check_choice("init_qk", self.init_qk, ["identity", "gaussian", "near_zero"])
         check_float("init_delta", self.init_delta, lo=0.0)
-        check_int("conv_d_model", self.conv_d_model, lo=1)
         check_int("conv_n_heads", self.conv_n_heads, lo=1)
-        if self.conv_d_model % self.conv_n_heads:
-            raise ConfigError(f"conv_d_model={self.conv_d_model} must be divisible by conv_n_heads={self.conv_n_heads}")
+        if self.d_in % self.conv_n_heads:
+            raise ConfigError(f"conv_n_heads={self.conv_n_heads} must divide the residual width 2d={self.d_in}")
         check_int("conv_d_mlp", self.conv_d_mlp, lo=1)
+        check_choice("conv_norm", self.conv_norm, ["LN", "none"])
         check_choice("optimizer", self.optimizer, ["sgd", "adam"])
         check_float("lr", self.lr, lo=0.0, lo_open=True)
         check_int("batch_size", self.batch_size, lo=1)

@@ -50,7 +50,7 @@ def figure3(metrics: dict, png: str | Path, title: str = "concept ICL") -> dict:
         ax[3].text(0.5, 0.5, "not defined for this architecture", ha="center", transform=ax[3].transAxes)
     for a in ax:
         a.set_xlabel(x_key)
-        if a.lines:
+        if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=7)
     fig.suptitle(title)
     png = Path(png)

@@ -164,9 +164,9 @@ def init_theory_model(model: ConceptTransformer, cfg: ConceptConfig) -> None:
 
 def build_model(cfg: ConceptConfig, init: bool = True) -> HookedRootModule:
     if cfg.arch == "conventional":
-        from .conventional import ConventionalConceptModel
+        from .conventional import ConventionalConcept
 
-        return ConventionalConceptModel(cfg, init=init)
+        return ConventionalConcept(cfg)   # seeded from the "init" stream; load() overwrites the weights
     model = ConceptTransformer(cfg)
     if init:
         init_theory_model(model, cfg)

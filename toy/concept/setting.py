@@ -14,7 +14,7 @@ from .train import load, train
 
 # Keys that define the dictionary or the model: a probe batch cannot change them.
 FROZEN_KEYS = ("seed", "d", "K", "basis", "alpha_a", "alpha_b", "alpha_c", "alpha_e", "arch", "d_qk", "d_v",
-               "m", "tau", "train_V", "merge_qk", "include_self", "conv_d_model", "conv_n_heads", "conv_d_mlp")
+               "m", "tau", "train_V", "merge_qk", "include_self", "conv_n_heads", "conv_d_mlp", "conv_norm")
 
 
 def probe_config(cfg: ConceptConfig, overrides: dict) -> ConceptConfig:

@@ -27,6 +27,7 @@ hook_mlp_out, hook_resid_post (all [batch, K, d_model] unless stated); hook_out 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +97,7 @@ class TemplateAttention(HookedRootModule):
         super().__init__()
         self.d, self.K, self.N, self.H = d, K, N, H
         self.n_layers, self.n_heads, self.d_model = 1, H, d + 1
+        self.cfg = SimpleNamespace(n_layers=1, n_heads=H, d_model=d + 1, d_head=1)   # residual stream = [v ; y]
         self.blocks = nn.ModuleList([OneLayerBlock(d, K, N, H)])
         self.hook_out = HookPoint()
         self.setup()
@@ -174,6 +176,7 @@ class DeepTemplateTransformer(HookedRootModule):
         super().__init__()
         self.d, self.K, self.N, self.H = d, K, N, H
         self.n_layers, self.n_heads, self.d_model = n_layers, H, d_model
+        self.cfg = SimpleNamespace(n_layers=n_layers, n_heads=H, d_model=d_model, d_head=d_model // H)
         self.embed = nn.Linear(d + 1, d_model)
         self.hook_embed = HookPoint()
         self.blocks = nn.ModuleList([DeepBlock(d_model, H, d_ff) for _ in range(n_layers)])
