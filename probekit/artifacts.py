@@ -117,6 +117,7 @@ def save_probe(probe, path, *, model_identity: dict, hook: str, position: str, d
                "direction": np.ascontiguousarray(probe.direction_, dtype=np.float64)}
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    os.chmod(tmp, 0o755)
     try:
         atomic_write_bytes(tmp / TENSORS, save(tensors, metadata={"format": FORMAT}))
         atomic_write_bytes(tmp / META, text.encode())

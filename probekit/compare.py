@@ -28,12 +28,11 @@ within-axis signs). See `geometry_similarity`.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -110,8 +109,10 @@ HYPOTHESES: tuple[Hypothesis, ...] = (
         "and more so than a random direction of the same norm",
         "steering_specificity", ">", H6_MIN_GAIN_OVER_RANDOM, baseline="steering_specificity_random",
         baseline_margin=H6_MIN_GAIN_OVER_RANDOM,
-        metric_text="on-target minus mean off-target effect of adding the concept direction, against the same "
-                    "number for random directions of the same norm",
+        metric_text="probekit.steering: add the axis's class-mean difference at the query word (model: best hook; toy: its input); "
+                    "slope of the decision output (toy: f; model: logit of class-1 label minus class-0 label) per unit "
+                    "of added norm on the steered axis's prompts, minus the mean |slope| on other axes' prompts; "
+                    "averaged over axes, against the same number for random directions of the same norm",
     ),
 )
 
@@ -187,32 +188,27 @@ def verdict(h: Hypothesis, side: dict[str, Any]) -> dict[str, Any]:
 # --- toy-vs-model geometry similarity -----------------------------------------------------------
 
 
-def chance_mean_abs_cos(dim: int) -> float:
-    """E|cos| between two independent random directions in R^dim (exact)."""
-    if dim < 2:
-        return 1.0
-    # E|cos| = Gamma(d/2) / (sqrt(pi) Gamma((d+1)/2))
-    return float(math.exp(math.lgamma(dim / 2) - math.lgamma((dim + 1) / 2)) / math.sqrt(math.pi))
-
-
 def cosine_structure(cos: np.ndarray, dim: int) -> dict[str, Any]:
-    """Scale-free summaries of an axis-by-axis cosine matrix (comparable across spaces)."""
+    """Scale-free summaries of an axis-by-axis cosine matrix (comparable across spaces): off-diagonal |cos|
+    against chance in that dimension (`probekit.geometry.orthogonality_summary`) and the participation
+    ratio of its eigenvalues divided by the number of axes (1 = orthogonal axes, 1/n = one direction)."""
+    from .geometry import orthogonality_summary
+
     cos = np.asarray(cos, dtype=float)
     n = cos.shape[0]
     if n < 2:
-        return {"n_axes": n, "dim": dim}
-    off = np.abs(cos[~np.eye(n, dtype=bool)])
+        return {"n_axes": n, "dim": int(dim)}
+    summ = orthogonality_summary(cos, d=int(dim))
     eig = np.clip(np.linalg.eigvalsh((cos + cos.T) / 2), 0, None)
     pr = float(eig.sum() ** 2 / max((eig ** 2).sum(), 1e-12))
-    chance = chance_mean_abs_cos(dim)
     return {
         "n_axes": n,
         "dim": int(dim),
-        "mean_abs_offdiag": float(off.mean()),
-        "max_abs_offdiag": float(off.max()),
-        "chance_mean_abs_cos": chance,
-        "ratio_to_chance": float(off.mean() / chance),
-        "participation_ratio_norm": pr / n,   # 1.0 = orthogonal axes, 1/n = all axes the same direction
+        "mean_abs_offdiag": summ["mean_abs_offdiag"],
+        "max_abs_offdiag": summ["max_abs_offdiag"],
+        "chance_mean_abs_cos": summ["random_mean_abs"],
+        "ratio_to_chance": summ["ratio_to_random"],
+        "participation_ratio_norm": pr / n,
     }
 
 
@@ -303,17 +299,6 @@ def build_comparison(toy_side: dict[str, Any] | None, model_side: dict[str, Any]
     return comp
 
 
-# --- data identity -------------------------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- measurements shared by both sides ----------------------------------------------------------
 
 # Sizes: the toy side uses `TOY_N` fresh prompts from the run's own generator; the model side uses
@@ -322,8 +307,11 @@ TOY_N = 1024
 N_FOLDS = 4
 QUICK_TOY_N = 256
 QUICK_N_PROMPTS = 12
-QUICK_N_AXES = 4
-N_RANDOM_DIRECTIONS = 4
+QUICK_N_AXES = 3
+QUICK_STEER_RANDOM = 1
+STEER_N_MODEL = 8      # ICL prompts per axis that are steered on the model side (forward passes are costly)
+STEER_N_TOY = 64       # toy prompts per concept that are steered
+STEER_RANDOM = 3       # random directions in the control
 
 
 def _binary_axes(labels_by_axis: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -462,10 +450,10 @@ def toy_probe_hooks(lm: Any) -> list[str]:
     return names
 
 
-def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, steer_random: int = STEER_RANDOM,
+                progress: bool = True) -> dict[str, Any]:
     """All six hypotheses on a toy run (fresh prompts from its own generator, truth known)."""
     from .extract import extract
-    from .hooks import resolve_hooks
     from .models import toy_loaded_model
 
     lm = toy_loaded_model(run)
@@ -497,7 +485,7 @@ def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, progress: bool = Tru
     else:
         side["not_measured"]["attention_excess"] = f"the {run.setting} setting defines no matching demonstrations"
 
-    _toy_steering(side, lm, run, batch, X, labels, seed)
+    _toy_steering(side, lm, run, batch, X, labels, seed, steer_random)
     return side
 
 
@@ -523,13 +511,11 @@ def _attention_into_side(side: dict[str, Any], res: dict[str, Any], source: str)
 
 # --- H6: steering specificity -------------------------------------------------------------------
 
-STEER_N_MODEL = 8      # ICL prompts per axis that are steered on the model side (forward passes are costly)
-STEER_N_TOY = 64       # toy prompts per concept that are steered
-STEER_RANDOM = 3       # random directions in the control
 
 
 def steering_specificity(lm: Any, prompts_by_axis: dict[str, Any], X: np.ndarray, labels_by_axis: dict[str, np.ndarray],
-                         hook: str, axes: list[str], *, seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                         hook: str, axes: list[str], *, seed: int = 0, n_random: int | None = None,
+                         progress: bool = False) -> dict[str, Any]:
     """H6 through `probekit.steering.steering_effect`: for each axis, add its mass-mean direction at `hook`
     (query position) with a norm equal to the class-mean gap; target slope minus mean |off-target slope|,
     against `STEER_RANDOM` random directions of the same norm. Means over axes."""
@@ -543,7 +529,8 @@ def steering_specificity(lm: Any, prompts_by_axis: dict[str, Any], X: np.ndarray
         if not np.isfinite(norm) or norm < 1e-12:
             continue
         r = steering_effect(lm, prompts_by_axis, gap, a, hook=hook, position="query", alphas=(0.0, norm),
-                            scale="unit", n_random=STEER_RANDOM, seed=seed, progress=progress)
+                            scale="unit", n_random=STEER_RANDOM if n_random is None else n_random, seed=seed,
+                            progress=progress)
         per_axis[a] = {"on_target": r["target_slope"], "off_target": r["off_target_mean_abs_slope"],
                        "specificity": r["specificity"],
                        "random_on_target": float(np.mean(r["random"]["target_slope"])),
@@ -570,7 +557,7 @@ def _steering_into_side(side: dict[str, Any], res: dict[str, Any], unit: str) ->
                   v["random_off_target"], v["random_specificity"]] for a, v in res["per_axis"].items()]}
 
 
-def _toy_steering(side, lm, run, batch, X, labels, seed) -> None:
+def _toy_steering(side, lm, run, batch, X, labels, seed, steer_random) -> None:
     """H6 on the toy: steer the query word at the input hook; output f (logit of label +1)."""
     from .errors import DataError
     from .steering import split_probe_batch
@@ -591,7 +578,7 @@ def _toy_steering(side, lm, run, batch, X, labels, seed) -> None:
         return
     by_axis = {a: _subset_batch(b, STEER_N_TOY) for a, b in by_axis.items()}
     axes = [a for a in _binary_axes(labels) if a in by_axis]
-    res = steering_specificity(lm, by_axis, X[hook], labels, hook, axes, seed=seed)
+    res = steering_specificity(lm, by_axis, X[hook], labels, hook, axes, seed=seed, n_random=steer_random)
     _steering_into_side(side, res, "slope of f per unit of added norm")
 
 
@@ -703,17 +690,18 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
                 print(f"reusing the toy run in {run_dir} (same config)")
         else:
             toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
-    toy_side = measure_toy(toy_run, n=toy_n, seed=seed, progress=progress)
+    steer_random = QUICK_STEER_RANDOM if quick else STEER_RANDOM
+    toy_side = measure_toy(toy_run, n=toy_n, seed=seed, steer_random=steer_random, progress=progress)
     # --- the model half
     model_side = None
     if loaded is not None:
         if quick and not axes:
             axes = model_axes(word_data, k_shots)[0][:QUICK_N_AXES]
         model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
-                                   axes=axes or None, progress=progress)
+                                   axes=axes or None, steer_random=steer_random, progress=progress)
     from toy.runio import library_versions
 
-    meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick),
+    meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick), "steer_random": steer_random,
             "model_requested": model if isinstance(model, str) else getattr(loaded, "model_id", None),
             "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "toy_n": toy_n}
     if model_missing:
@@ -758,7 +746,8 @@ def model_axes(words: Any, k_shots: int, axes: list[str] | None = None) -> tuple
 
 
 def measure_model(lm: Any, words: Any, *, n_prompts: int = 64, k_shots: int = 4, seed: int = 0,
-                  axes: list[str] | None = None, label_mode: str = "natural", progress: bool = True) -> dict[str, Any]:
+                  axes: list[str] | None = None, label_mode: str = "natural", steer_n: int = STEER_N_MODEL,
+                  steer_random: int = STEER_RANDOM, progress: bool = True) -> dict[str, Any]:
     """All six hypotheses on a transformer, from ICL prompts built from the word data (one task per axis).
 
     Representations: the residual stream (embedding + every layer) at the last token of the query word.
@@ -766,7 +755,7 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = 64, k_shots: int = 4,
     groups = query word (held-out words in every split).
     """
     from .errors import DataError
-    from .extract import extract, prepare
+    from .extract import extract
     from .icl import build_icl_prompts, candidate_token_ids
 
     words = load_words(words)
@@ -813,7 +802,8 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = 64, k_shots: int = 4,
         except DataError as e:
             side["not_measured"][f"steering {a}"] = str(e)
     steer_axes = [a for a in steer_axes if a in _binary_axes(labels)]
-    by_axis = {a: [prompts[i] for i in np.flatnonzero(prompt_axis == a)[:STEER_N_MODEL]] for a in steer_axes}
-    res6 = steering_specificity(lm, by_axis, X[best], labels, best, steer_axes, seed=seed, progress=progress)
+    by_axis = {a: [prompts[i] for i in np.flatnonzero(prompt_axis == a)[:steer_n]] for a in steer_axes}
+    res6 = steering_specificity(lm, by_axis, X[best], labels, best, steer_axes, seed=seed, n_random=steer_random,
+                                progress=progress)
     _steering_into_side(side, res6, "logit difference of the two class labels")
     return side

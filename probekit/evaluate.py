@@ -42,8 +42,9 @@ ROW_KEYS = ("layer", "hook", "probe", "accuracy", "accuracy_std", "auroc", "auro
 
 # --- input checks ----------------------------------------------------------------------------
 
-def prepare_labels(labels, groups, n_folds: int, what: str = "concept"):
-    """Validate labels/groups for grouped k-fold probing. Returns (keep mask, class ids, classes, groups)."""
+def prepare_labels(labels, groups, n_folds: int, what: str = "concept", class_names=None):
+    """Validate labels/groups for grouped k-fold probing. Returns (keep mask, class ids, classes, groups).
+    `class_names` (optional, index = integer label) only makes error messages readable."""
     labels = np.asarray(labels)
     groups = np.asarray(groups)
     if labels.ndim != 1:
@@ -61,6 +62,9 @@ def prepare_labels(labels, groups, n_folds: int, what: str = "concept"):
     too_few = []
     for c, name in enumerate(classes):
         n_types = len(np.unique(g[y == c]))
+        name = name.item() if hasattr(name, "item") else name
+        if class_names is not None and isinstance(name, int) and 0 <= name < len(class_names):
+            name = class_names[name]
         if n_types < n_folds:
             too_few.append(f"{name!r} has {n_types} word type(s)")
     if too_few:

@@ -16,6 +16,10 @@ all of them is one batched matmul. Runs on CPU or on a GPU (pass `device`).
     W [G, P, n]   sample weights (0/1 training masks), or None for all ones
     -> coef [G, P, k', d], intercept [G, P, k'] with k' = 1 for binary, k otherwise
        (and the number of Newton iterations run, with return_n_iter=True)
+
+tol: stop when max |gradient of the mean log-loss objective| <= tol (1e-4 = scikit-learn's default).
+rotate=True solves in the principal coordinates of each X (thin SVD, exact for L2) with a Jacobi
+preconditioner; it pays off only when the SVD is cheap relative to the solve (e.g. on a GPU).
 """
 from __future__ import annotations
 
@@ -23,8 +27,8 @@ import torch
 
 
 def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_iter: int = 40,
-                         tol: float = 1e-5, cg_iter: int = 60, device=None, dtype=torch.float32,
-                         return_n_iter: bool = False):
+                         tol: float = 1e-4, cg_iter: int = 60, device=None, dtype=torch.float32,
+                         return_n_iter: bool = False, rotate: bool = False):
     X = torch.as_tensor(X).to(device=device, dtype=dtype)
     Y = torch.as_tensor(Y).to(device=X.device, dtype=torch.long)
     G, n, d = X.shape
@@ -40,6 +44,18 @@ def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_it
         T = torch.nn.functional.one_hot(Y, k).to(dtype)                   # [G, P, n, k]
     Wn = Wt.unsqueeze(-1)                                                 # [G, P, n, 1]
     scale = C
+    # Exact change of variables: w = V beta with X = U S V^T (thin SVD, shared by the group's problems).
+    # The L2 optimum lies in the row space, ||w|| = ||beta||, and in the rotated coordinates Z = U S the
+    # Gram matrix is diagonal, so a Jacobi preconditioner makes conjugate gradients converge fast.
+    V = None
+    if rotate:
+        Uu, Ss, Vh = torch.linalg.svd(X, full_matrices=False)
+        keep = Ss > Ss.amax(-1, keepdim=True) * 1e-6
+        r_keep = int(keep.sum(-1).max())
+        X = (Uu * Ss.unsqueeze(1))[:, :, :r_keep].contiguous()          # [G, n, r]
+        V = Vh[:, :r_keep].transpose(1, 2)                                 # [G, d_orig, r]
+        d = r_keep
+    Xsq = X * X
 
     def logits(theta, b):                                                 # theta [G, d, P, k], b [G, P, k]
         z = torch.bmm(X, theta.reshape(G, d, P * k)).reshape(G, n, P, k)
@@ -90,28 +106,34 @@ def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_it
             hth, hb = back(scale * r)
             return hth + v[0], hb + ridge_b * gscale.unsqueeze(-1) * v[1]
 
-        # conjugate gradient on H s = -g, per problem
+        # Jacobi-preconditioned conjugate gradient on H s = -g, per problem
+        cd = scale * Wn * p * (1 - p)                                      # [G, P, n, k] Hessian diagonal weights
+        cdt = cd.permute(0, 2, 1, 3).reshape(G, n, P * k)
+        m_th = 1.0 / (torch.bmm(Xsq.transpose(1, 2), cdt).reshape(G, d, P, k) + 1.0)
+        m_b = 1.0 / (cd.sum(2) + ridge_b * gscale.unsqueeze(-1))                      # [G, P, k]
         rth, rb = -gth, -gb
         sth, sb = torch.zeros_like(theta), torch.zeros_like(b)
-        pth, pb = rth.clone(), rb.clone()
-        rr = dot((rth, rb), (rth, rb))
-        r0 = rr.sqrt()
+        zth, zb = m_th * rth, m_b * rb
+        pth, pb = zth.clone(), zb.clone()
+        rz = dot((rth, rb), (zth, zb))
+        r0 = dot((rth, rb), (rth, rb)).sqrt()
         forcing = torch.clamp(r0.sqrt() / gscale.sqrt(), max=0.5)
         for _ in range(cg_iter):
-            live = (rr.sqrt() > forcing * r0) & active
+            live = (dot((rth, rb), (rth, rb)).sqrt() > forcing * r0) & active
             if not bool(live.any()):
                 break
             hp = hvp((pth, pb))
             php = dot((pth, pb), hp)
-            alpha = torch.where(live & (php > 0), rr / php.clamp(min=1e-30), torch.zeros_like(rr))
+            alpha = torch.where(live & (php > 0), rz / php.clamp(min=1e-30), torch.zeros_like(rz))
             a4, a3 = alpha[:, None, :, None], alpha[:, :, None]
             sth, sb = sth + a4 * pth, sb + a3 * pb
             rth, rb = rth - a4 * hp[0], rb - a3 * hp[1]
-            rr_new = dot((rth, rb), (rth, rb))
-            beta = torch.where(live, rr_new / rr.clamp(min=1e-30), torch.zeros_like(rr))
-            pth = rth + beta[:, None, :, None] * pth
-            pb = rb + beta[:, :, None] * pb
-            rr = torch.where(live, rr_new, rr)
+            zth, zb = m_th * rth, m_b * rb
+            rz_new = dot((rth, rb), (zth, zb))
+            beta = torch.where(live, rz_new / rz.clamp(min=1e-30), torch.zeros_like(rz))
+            pth = zth + beta[:, None, :, None] * pth
+            pb = zb + beta[:, :, None] * pb
+            rz = torch.where(live, rz_new, rz)
         # backtracking line search (Armijo), per problem
         slope = dot((gth, gb), (sth, sb))                                   # < 0 for a descent direction
         step = active.to(dtype)
@@ -125,5 +147,7 @@ def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_it
         step = torch.where(ok, step, torch.zeros_like(step))
         theta = theta + step[:, None, :, None] * sth
         b = b + step[:, :, None] * sb
+    if V is not None:
+        theta = torch.bmm(V, theta.reshape(G, d, P * k)).reshape(G, V.shape[1], P, k)
     coef = theta.permute(0, 2, 3, 1).contiguous()                          # [G, P, k, d]
     return (coef, b, max(n_iter, 1)) if return_n_iter else (coef, b)

@@ -231,13 +231,13 @@ def run_probe_study(model: str, out, *, data: str | None = None, concepts="all",
                      "n_prompts": len(prompts), "templates": templates, "data_hash": ds.data_hash}
         dhash = dataset_hash(ds.data_hash, templates, pos)
     for c in concept_list:                       # too few examples etc.: fail before extraction
-        prepare_labels(labels[c], groups, n_folds, what=f"concept {c!r}")
+        prepare_labels(labels[c], groups, n_folds, what=f"concept {c!r}", class_names=classes[c])
 
     acts = extract(lm, prompts, hooks, position=pos, batch_size=batch_size, progress=progress)
     X_by_hook = {}
     for h in hooks:
         X = np.asarray(acts[h], dtype=np.float32)
-        X_by_hook[h] = X.reshape(X.shape[0], -1) if X.ndim > 2 else X
+        X_by_hook[h] = X.reshape(X.shape[0], -1) if X.ndim != 2 else X
 
     rows: list[dict] = []
     best: dict[str, dict] = {}
@@ -258,6 +258,7 @@ def run_probe_study(model: str, out, *, data: str | None = None, concepts="all",
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    os.chmod(tmp, 0o755)
     try:
         figures = {}
         artifacts = {}

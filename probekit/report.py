@@ -17,7 +17,7 @@ import numpy as np
 
 from toy.runio import atomic_write_json, atomic_write_text, save_figure
 
-from .compare import FAIL, HYPOTHESES, NOT_MEASURED, PASS, _finite, _fmt
+from .compare import FAIL, HYPOTHESES, PASS, _finite, _fmt
 
 SIDE_NAMES = ("toy", "model")
 
@@ -123,7 +123,7 @@ def fig_verdicts(comp: dict[str, Any], out: Path) -> str:
             val = v["value"] if _finite(v["value"]) else np.nan
             vals.append(val)
             cols.append({PASS: "tab:green", FAIL: "tab:red"}.get(v["status"], "lightgray"))
-            labels.append(f"{_side_label(comp, name)}\n{v['status']}")
+            labels.append(f"{name}\n{v['status']}")
         ax.bar(range(2), [0 if np.isnan(x) else x for x in vals], color=cols)
         ax.axhline(h.threshold, ls="--", color="k", lw=1, label=f"threshold {h.op} {_fmt(h.threshold)}")
         for i, name in enumerate(SIDE_NAMES):
@@ -136,7 +136,8 @@ def fig_verdicts(comp: dict[str, Any], out: Path) -> str:
         ax.legend(fontsize=6)
         data[h.id] = {name: {k: comp["verdicts"][h.id][name][k] for k in ("status", "value", "threshold", "baseline_value")}
                       for name in SIDE_NAMES}
-    fig.suptitle("Hypotheses: measured value vs the threshold fixed in advance", fontsize=10)
+    fig.suptitle(f"Hypotheses: measured value vs the threshold fixed in advance (toy = {_side_label(comp, 'toy')}, "
+                 f"model = {_side_label(comp, 'model')})", fontsize=10)
     fig.tight_layout()
     save_figure(fig, out / "verdicts.png")
     atomic_write_json(out / "verdicts.json", data)
@@ -374,4 +375,4 @@ def verdict_summary(comp: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["write_report", "build_doc", "verdict_summary", "Doc", "NOT_MEASURED"]
+__all__ = ["write_report", "build_doc", "verdict_summary", "Doc"]

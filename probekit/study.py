@@ -76,48 +76,19 @@ def _icl_prompts(data: dict[str, Any], progress: bool):
 
 def concept_sweep(model: dict[str, Any], data: dict[str, Any], probe: dict[str, Any], out: Path,
                   progress: bool = True) -> dict[str, Any]:
-    """Probe every axis at every requested hook (ICL prompts, query position); rows + figure + best layers."""
-    import numpy as np
+    """The standard probe study (`probekit.probe_study.run_probe_study`): every axis at every layer,
+    with control-task selectivity and baselines, figures and the best probe per axis as an artifact."""
+    from .probe_study import run_probe_study
 
-    from toy.runio import atomic_write_json, save_figure
-
-    from .evaluate import best_layer, layer_sweep
-    from .extract import extract
-    from .report import _plt
-
-    lm = _load(model)
-    words, axes, skipped, prompts, prompt_axis = _icl_prompts(data, progress)
-    hooks = lm.resolve_hooks(probe["hooks"])
-    acts = extract(lm, prompts, hooks, position=probe["position"], progress=progress)
-    X = {h: acts[h].reshape(len(prompts), -1) for h in hooks}
-    rows_idx = np.array([words.index(p.meta["query_word"]) for p in prompts])
-    groups = np.array([p.meta["query_word"] for p in prompts])
-    rows, best = [], {}
-    for a in axes:
-        r = layer_sweep(X, words.labels(a)[rows_idx], groups, probes=(probe["probe"],), n_folds=probe["n_folds"],
-                        seed=data["seed"], concept=a, progress=progress)
-        rows += r
-        best[a] = best_layer(r, by="selectivity")
-    out.mkdir(parents=True, exist_ok=True)
-    plt = _plt()
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4))
-    for a in axes:
-        r = [x for x in rows if x["concept"] == a]
-        ax[0].plot(range(len(r)), [x["accuracy"] for x in r], "-o", ms=3, label=a)
-        ax[1].plot(range(len(r)), [x["selectivity"] for x in r], "-o", ms=3, label=a)
-    for i, t in enumerate(("held-out accuracy", "selectivity (accuracy - control task)")):
-        ax[i].set_xticks(range(len(hooks)), hooks, rotation=90, fontsize=6)
-        ax[i].set_title(f"{lm.model_id}: {t}", fontsize=9)
-    ax[1].legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, out / "sweep.png")
-    summary = {"model": lm.identity(), "words": words.source, "words_data_hash": words.data_hash,
-               "prompts_data_hash": acts.meta["data_hash"], "position": probe["position"], "probe": probe["probe"],
-               "axes": axes, "axes_skipped": skipped,
-               "best": {a: {k: b[k] for k in ("hook", "accuracy", "control_accuracy", "selectivity")} for a, b in best.items()}}
-    atomic_write_json(out / "sweep.json", {"summary": summary, "rows": rows})
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    res = run_probe_study(model["spec"], out, data=data["words"] or None, concepts=data["axes"] or "all",
+                          layers=probe["layers"], probes=probe["probes"], templates=data["templates"] or None,
+                          position=probe["position"] or None, n_folds=probe["n_folds"], seed=data["seed"],
+                          compatibility_mode=model["compatibility_mode"], overwrite=probe["overwrite"],
+                          progress=progress)
+    return {"out": res.get("out", str(out)),
+            "best": {c: {k: b.get(k) for k in ("hook", "probe", "accuracy", "control_accuracy", "selectivity")}
+                     for c, b in (res.get("best") or {}).items()},
+            "figures": res.get("figures")}
 
 
 def attention_heads(model: dict[str, Any], data: dict[str, Any], attention: dict[str, Any], out: Path,
@@ -173,9 +144,12 @@ _DATA = {"words": "", "axes": [], "n_prompts": 64, "k_shots": 4, "label_mode": "
 STUDY_KINDS: dict[str, StudyKind] = {
     "concept_sweep": StudyKind(
         "concept_sweep",
-        "probe every concept axis of the word data at every layer of a model (accuracy, control task, selectivity)",
-        {"study": dict(_COMMON), "model": dict(_MODEL), "data": dict(_DATA),
-         "probe": {"hooks": "resid_post", "position": "query", "probe": "logistic", "n_folds": 4}},
+        "probe every concept axis of the word data at every layer (probekit.probe_study: accuracy, control task, "
+        "selectivity, baselines, best probe per axis saved as an artifact)",
+        {"study": dict(_COMMON), "model": dict(_MODEL),
+         "data": {"words": "", "axes": [], "templates": [], "seed": 0},
+         "probe": {"layers": "all", "probes": "logistic,mass-mean,lda", "position": "", "n_folds": 5,
+                   "overwrite": False}},
         _run_concept_sweep,
     ),
     "attention_heads": StudyKind(

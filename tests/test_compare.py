@@ -8,8 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from probekit.compare import (FAIL, HYPOTHESES, NOT_MEASURED, PASS, build_comparison, chance_mean_abs_cos,
-                              cosine_structure, verdict)
+from probekit.compare import FAIL, HYPOTHESES, NOT_MEASURED, PASS, build_comparison, cosine_structure, verdict
 from probekit.report import write_report
 
 
@@ -48,13 +47,7 @@ def test_verdict_with_baseline_needs_both_threshold_and_gain():
     assert v["status"] == FAIL and "steering_specificity_random = 0.600" in v["line"]
 
 
-def test_chance_cosine_and_structure():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4000, 64))
-    y = rng.normal(size=(4000, 64))
-    emp = np.mean(np.abs((x * y).sum(1)) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1))
-    assert abs(chance_mean_abs_cos(64) - emp) < 0.01
-    assert math.isclose(chance_mean_abs_cos(2), 2 / math.pi, rel_tol=1e-9)
+def test_cosine_structure():
     s = cosine_structure(np.eye(5), 64)
     assert s["mean_abs_offdiag"] == 0 and math.isclose(s["participation_ratio_norm"], 1.0)
     s = cosine_structure(np.ones((5, 5)), 64)
@@ -108,17 +101,15 @@ def test_half_comparison_says_what_is_missing(tmp_path):
 # --- end to end on the tiny GPT-2 checkpoint and a small trained toy --------------------------------
 
 def quick_toy_run(tmp_path_factory):
-    """A small concept toy (the --quick config) trained once per test session/worker."""
-    from toy import get_setting, load_run
-    from toy.config import apply_overrides
+    """The shared small concept toy (tests/toy_fixtures.py), trained once per test session/worker."""
+    from toy import load_run
     from toy.runio import is_complete_run
 
-    from probekit.compare import QUICK_TOY_OVERRIDES
+    from tests.toy_fixtures import train_small_concept_run
 
-    path = tmp_path_factory.getbasetemp() / "quick_concept_toy"
+    path = tmp_path_factory.getbasetemp() / "small_concept_toy"
     if not is_complete_run(path):
-        setting = get_setting("concept")
-        setting.train(apply_overrides(setting.config_cls(), list(QUICK_TOY_OVERRIDES)), out_dir=path, progress=False)
+        train_small_concept_run(out_dir=path)
     return load_run(path)
 
 
@@ -132,7 +123,7 @@ def test_compare_end_to_end(tmp_path, toy_run, tiny_gpt2_dir):
 
     out = tmp_path / "cmp"
     rc = main(["compare", "--toy", str(toy_run.path), "--model", f"path:{tiny_gpt2_dir}", "--out", str(out),
-               "--quick", "--axes", "gender,number,animacy", "--no-progress"])
+               "--quick", "--axes", "gender,number", "--no-progress"])
     assert rc == 0
     for name in ("report.md", "report.html", "comparison.json", "verdicts.png", "cosines.png", "layers.png",
                  "attention.png", "similarity.png"):
@@ -141,7 +132,7 @@ def test_compare_end_to_end(tmp_path, toy_run, tiny_gpt2_dir):
     assert comp["complete"] is True
     assert comp["model"]["identity"]["model_id"] == f"path:{tiny_gpt2_dir.resolve()}"
     assert comp["model"]["identity"]["processing"]["compatibility_mode"] is False
-    assert comp["model"]["data"]["axes"] == ["gender", "number", "animacy"]
+    assert comp["model"]["data"]["axes"] == ["gender", "number"]
     assert len(comp["model"]["data"]["words_data_hash"]) == 64
     assert comp["toy"]["identity"]["config"]["d"] == toy_run.config.d
     # every hypothesis was measured on both sides, with the fixed threshold recorded next to the value

@@ -27,7 +27,7 @@ def test_unknown_keys_and_bad_values_are_named_with_the_valid_ones(tmp_path):
     with pytest.raises(StudyError, match=r"unknown study kind 'sweep'.*valid kinds: \['attention_heads', 'compare', 'concept_sweep'\]"):
         resolve({"study": {"kind": "sweep"}})
     with pytest.raises(StudyError, match=r"\[data\] n_prompts = 'many': expected an integer"):
-        resolve({"study": {"kind": "concept_sweep"}, "data": {"n_prompts": "many"}})
+        resolve({"study": {"kind": "attention_heads"}, "data": {"n_prompts": "many"}})
     with pytest.raises(StudyError, match="section.key=value"):
         resolve({"study": {"kind": "concept_sweep"}}, ["n_prompts=3"])
     bad = tmp_path / "bad.toml"
@@ -39,17 +39,17 @@ def test_unknown_keys_and_bad_values_are_named_with_the_valid_ones(tmp_path):
 
 
 def test_overrides_are_typed_and_defaults_filled():
-    kind, cfg = resolve({"study": {"kind": "concept_sweep"}},
-                        ["model.spec=path:/m/gpt2", "data.n_prompts=16", 'data.axes=["gender"]', "probe.probe=lda"])
+    kind, cfg = resolve({"study": {"kind": "attention_heads"}},
+                        ["model.spec=path:/m/gpt2", "data.n_prompts=16", 'data.axes=["gender"]', "attention.top_k=3"])
     assert cfg["model"] == {"spec": "path:/m/gpt2", "compatibility_mode": False}
-    assert cfg["data"]["n_prompts"] == 16 and cfg["data"]["axes"] == ["gender"] and cfg["probe"]["probe"] == "lda"
-    assert cfg["probe"]["n_folds"] == 4                     # default filled in
+    assert cfg["data"]["n_prompts"] == 16 and cfg["data"]["axes"] == ["gender"] and cfg["attention"]["top_k"] == 3
+    assert cfg["data"]["k_shots"] == 4                      # default filled in
 
 
 def test_run_rejects_unknown_key_before_work(tmp_path, capsys):
     from probekit.cli import main
 
-    rc = main(["run", str(REPO / "probes" / "gpt2_concept_sweep.toml"), "--set", "data.n_promts=3",
+    rc = main(["run", str(REPO / "probes" / "gpt2_attention_heads.toml"), "--set", "data.n_promts=3",
                "--out", str(tmp_path / "o")])
     assert rc == 2 and "valid keys" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
@@ -69,12 +69,14 @@ def test_run_concept_sweep_study(tmp_path, tiny_gpt2_dir):
 
     out = tmp_path / "sweep"
     rc = main(["run", str(REPO / "probes" / "gpt2_concept_sweep.toml"), "--out", str(out), "--no-progress",
-               "--set", f"model.spec=path:{tiny_gpt2_dir}", *sum((["--set", s] for s in SMALL), [])])
+               "--set", f"model.spec=path:{tiny_gpt2_dir}", "--set", 'data.axes=["gender", "number"]',
+               "--set", "probe.probes=mass-mean", "--set", "probe.n_folds=3"])
     assert rc == 0
-    data = json.loads((out / "sweep.json").read_text())
+    data = json.loads((out / "results.json").read_text())
     assert {r["concept"] for r in data["rows"]} == {"gender", "number"}
-    assert len(data["rows"]) == 2 * 2     # 2 axes x (2 layers' resid_post) with one probe
-    assert (out / "sweep.png").is_file() and set(data["summary"]["best"]) == {"gender", "number"}
+    assert {r["hook"] for r in data["rows"]} == {"blocks.0.hook_resid_pre", "blocks.0.hook_resid_post",
+                                                 "blocks.1.hook_resid_post"}
+    assert (out / "gender_probes.png").is_file() and set(data["best"]) == {"gender", "number"}
 
 
 def test_run_attention_heads_study(tmp_path, tiny_gpt2_dir):

@@ -257,3 +257,30 @@ def test_ridge_metrics_definitions():
     assert m["relgap_to_best"] == pytest.approx(m["relgap_star_vs_best"])
     m2 = ridge_metrics(1.1 * ystar, y, problem)          # 10% off on every token
     assert m2["ridge_relative_gap"] == pytest.approx(0.1)
+
+
+# --- through the generic CLI and probekit's hook interface ------------------------------------------
+
+def test_cli_trains_and_refuses_bad_input(tmp_path, capsys):
+    from probekit.cli import main
+
+    out = tmp_path / "cli_run"
+    sets = ["N=4", "K=10", "d=5", "m=3", "H=4", "steps=30", "eval_every=30"]
+    argv = ["toy", "train", "--setting", "templates", "--no-progress", "--out", str(out)]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0
+    assert load_run(out).config.H == 4
+    assert "ridge_relative_gap" in capsys.readouterr().out
+    assert main(["toy", "train", "--setting", "templates", "--set", "H=0", "--out", str(tmp_path / "bad")]) == 2
+    assert "H=0 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_probekit_correct_attention_reads_the_toy(trained):
+    from probekit.attention import correct_attention
+    from probekit.models import toy_loaded_model
+
+    lm = toy_loaded_model(trained)
+    assert (lm.n_layers, lm.d_model, lm.n_heads) == (1, trained.config.d + 1, trained.config.H)
+    res = correct_attention(lm, trained.probe_batch(50, seed=0), progress=False)
+    ca = np.asarray(res["query"]["correct_attention"])
+    assert ca.shape == (1, trained.config.H) and np.all((ca >= 0) & (ca <= 1))

@@ -31,8 +31,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--position", default="",
                    help="position selector (default: word = last token of the word; toys: last = the query)")
     p.add_argument("--folds", type=int, default=5, help="grouped folds (default 5)")
-    p.add_argument("--repeats", type=int, default=1, help="repeat the grouped k-fold split with new seeds (default 1)")
-    p.add_argument("--controls", type=int, default=1, help="control tasks to average (default 1)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="repeat the grouped k-fold split with new seeds and average (default 3; less split noise)")
+    p.add_argument("--controls", type=int, default=3,
+                   help="independent control tasks whose accuracies are averaged (default 3)")
     p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic probe (default 1)")
     p.add_argument("--n-prompts", type=int, default=2000, help="toy runs: prompts drawn from the generator")
     p.add_argument("--seed", type=int, default=0)

@@ -84,7 +84,10 @@ class ConceptConfig:
         check_int("L_train", self.L_train, lo=1)
         check_int("L_test", self.L_test, lo=1)
         check_float("sigma_xi", self.sigma_xi, lo=0.0)
-        check_int("s_irr", self.s_irr, lo=0, hi=self.K - 1)
+        check_int("s_irr", self.s_irr)
+        if not 0 <= self.s_irr <= self.K - 1:
+            raise ConfigError(f"s_irr={self.s_irr} is out of range: a word can carry at most K-1={self.K - 1} "
+                              f"irrelevant concepts besides its own; valid range is [0, {self.K - 1}]")
         check_float("c_irr", self.c_irr, lo=0.0)
         check_choice("c_irr_mode", self.c_irr_mode, ["fixed", "uniform"])
         check_choice("eps_mode", self.eps_mode, ["plus", "random"])

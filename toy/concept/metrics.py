@@ -150,6 +150,8 @@ def acceptance_checks(final: dict, initial_correct_attention: float, fit: dict) 
         "correct_attention_gain_ge_0.3": _check(final["correct_attention"] - initial_correct_attention, 0.3, ">="),
         "exp_phase_r2_gt_0.8": _check(fit["r2"], 0.8, ">"),
     }
+    if "sign_invariant_correct_attention" in final:   # what an isotropic init can reach (spec 4.5)
+        checks["sign_invariant_correct_attention_ge_0.9"] = _check(final["sign_invariant_correct_attention"], 0.9, ">=")
     if "P4_concept_specific" in final:
         P4, P5 = final["P4_concept_specific"], final["P5_complement"]
         checks["P5_lt_P4_over_5"] = _check(P5, P4 / 5, "<")
