@@ -59,7 +59,8 @@ def describe_config(setting) -> str:
     return "\n".join(lines)
 
 
-def _print_final(final: dict, out=sys.stdout) -> None:
+def _print_final(final: dict, out=None) -> None:
+    out = out if out is not None else sys.stdout
     scalars = {k: v for k, v in final.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for k, v in scalars.items():
         print(f"  {k:<36} {_fmt(v)}", file=out)
