@@ -80,6 +80,14 @@ class _LinearProbe(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = int(self.coef_.shape[1])
         return self
 
+    @property
+    def direction(self) -> np.ndarray:
+        """The fitted `direction_` (unit L2 norm; see the module docstring). Raises before `fit`."""
+        from sklearn.utils.validation import check_is_fitted
+
+        check_is_fitted(self, "direction_")
+        return self.direction_
+
     def _X(self, X) -> np.ndarray:
         check_is_fitted(self, "coef_")
         X = _check_X(X)

@@ -30,6 +30,7 @@ COLUMNS = [  # (label, getter on `final`)
     ("attn_gain", lambda f: f["correct_attention"] - f["initial_correct_attention"]),
     ("sign_inv_attn", lambda f: f["sign_invariant_correct_attention"]),
     ("mirrored", lambda f: f["n_mirrored_concepts"]),
+    ("undecided", lambda f: f.get("n_undecided_concepts", float("nan"))),
     ("P4", lambda f: f.get("P4_concept_specific", float("nan"))),
     ("P5", lambda f: f.get("P5_complement", float("nan"))),
     ("P7_rms", lambda f: f.get("P7_noise_rms", float("nan"))),
@@ -78,14 +79,15 @@ def main(argv=None) -> int:
         print(" ".join(f"{int(r[0]):>13d}" if i == 0 else f"{x:>13.4g}" for i, x in enumerate(r)))
     mean = arr.mean(0)
     print(" ".join(["{:>13}".format("mean")] + [f"{x:>13.4g}" for x in mean[1:]]))
+    m = dict(zip(header, mean))
     checks_mean = {
-        "test_error <= bayes + 0.01": bool(mean[1] <= mean[2] + 0.01),
-        "correct_attention >= 0.9": bool(mean[3] >= 0.9),
-        "attention gain >= 0.3": bool(mean[4] >= 0.3),
-        "P5 < P4/5": bool(mean[8] < mean[7] / 5),
-        "P4 > 10 P7_rms": bool(mean[7] > 10 * mean[9]),
-        "P8 > 10 P9": bool(mean[10] > 10 * mean[11]),
-        "exp-phase R2 > 0.8": bool(mean[12] > 0.8),
+        "test_error <= bayes + 0.01": bool(m["test_err"] <= m["bayes"] + 0.01),
+        "correct_attention >= 0.9": bool(m["attn"] >= 0.9),
+        "attention gain >= 0.3": bool(m["attn_gain"] >= 0.3),
+        "P5 < P4/5": bool(m["P5"] < m["P4"] / 5),
+        "P4 > 10 P7_rms": bool(m["P4"] > 10 * m["P7_rms"]),
+        "P8 > 10 P9": bool(m["P8"] > 10 * m["P9"]),
+        "exp-phase R2 > 0.8": bool(m["exp_R2"] > 0.8),
     }
     print("\nacceptance on the mean over seeds:")
     for k, ok in checks_mean.items():

@@ -51,6 +51,10 @@ def test_known_direction_recovered_binary(name):
     assert p.direction_.shape == (X.shape[1],)
     assert np.linalg.norm(p.direction_) == pytest.approx(1.0)
     assert p.direction_ @ u > 0.85               # oriented: positive = class 1
+    assert np.array_equal(p.direction, p.direction_)
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        type(p)().direction
     assert p.score(X, y) > 0.9
     assert p.predict_proba(X).shape == (len(X), 2)
     np.testing.assert_allclose(p.predict_proba(X).sum(1), 1.0)

@@ -64,14 +64,24 @@ def evaluate(model, prompts: Prompts, K: int) -> dict:
     return out
 
 
-def mirror_report(per_correct: list[float], per_opposite: list[float]) -> dict:
-    """Spec 4.5: sign-invariant correct attention and the concepts that attend to the opposite semantic."""
+MIRROR_MARGIN = 0.1
+
+
+def mirror_report(per_correct: list[float], per_opposite: list[float], margin: float = MIRROR_MARGIN) -> dict:
+    """Spec 4.5: sign-invariant correct attention and the concepts that attend to the opposite semantic.
+
+    A concept is *mirrored* when its query attends to the opposite-semantic demonstrations more than to
+    the same-semantic ones by more than `margin`, *undecided* when the two differ by at most `margin`
+    (e.g. an untrained model, both near 0.5), and aligned otherwise.
+    """
     c, o = np.asarray(per_correct, float), np.asarray(per_opposite, float)
     ok = np.isfinite(c) & np.isfinite(o)
-    mirrored = [int(k) for k in np.nonzero(ok & (o > c))[0]]
+    mirrored = [int(k) for k in np.nonzero(ok & (o - c > margin))[0]]
+    undecided = [int(k) for k in np.nonzero(ok & (np.abs(o - c) <= margin))[0]]
     inv = float(np.mean(np.maximum(c[ok], o[ok]))) if ok.any() else float("nan")
     return {"sign_invariant_correct_attention": inv, "n_mirrored_concepts": len(mirrored),
-            "mirrored_concepts": mirrored}
+            "mirrored_concepts": mirrored, "n_undecided_concepts": len(undecided),
+            "undecided_concepts": undecided, "mirror_margin": margin}
 
 
 @torch.no_grad()
