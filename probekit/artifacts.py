@@ -75,7 +75,7 @@ def save_probe(probe, path, *, model_identity: dict, hook: str, position: str, d
     that is not a probe artifact is refused."""
     from safetensors.numpy import save
 
-    from toy.runio import atomic_write_bytes, library_versions, to_jsonable
+    from toy.runio import atomic_write_bytes, library_versions, swap_in_dir, to_jsonable
 
     from .probes import probe_name
 
@@ -121,13 +121,7 @@ def save_probe(probe, path, *, model_identity: dict, hook: str, position: str, d
     try:
         atomic_write_bytes(tmp / TENSORS, save(tensors, metadata={"format": FORMAT}))
         atomic_write_bytes(tmp / META, text.encode())
-        if target.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, trash / "old")
-            os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        swap_in_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

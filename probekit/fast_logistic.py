@@ -56,10 +56,13 @@ def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_it
         V = Vh[:, :r_keep].transpose(1, 2)                                 # [G, d_orig, r]
         d = r_keep
     Xsq = X * X
+    # Products are computed in the "wide" orientation ([P*k, d] @ [d, n] and [P*k, n] @ [n, d]): with few
+    # columns per problem this runs about 2x faster on CPU BLAS than [n, d] @ [d, P*k].
+    Xt = X.transpose(1, 2).contiguous()                                   # [G, d, n]
 
     def logits(theta, b):                                                 # theta [G, d, P, k], b [G, P, k]
-        z = torch.bmm(X, theta.reshape(G, d, P * k)).reshape(G, n, P, k)
-        return z.permute(0, 2, 1, 3) + b.unsqueeze(2)                     # [G, P, n, k]
+        zt = torch.bmm(theta.reshape(G, d, P * k).transpose(1, 2).contiguous(), Xt)   # [G, P*k, n]
+        return zt.reshape(G, P, k, n).transpose(2, 3) + b.unsqueeze(2)    # [G, P, n, k]
 
     def loss_and_probs(theta, b):
         z = logits(theta, b)
@@ -74,8 +77,8 @@ def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_it
         return f, p
 
     def back(r):                                                          # r [G, P, n, k] -> (dtheta, db)
-        rt = r.permute(0, 2, 1, 3).reshape(G, n, P * k)
-        gth = torch.bmm(X.transpose(1, 2), rt).reshape(G, d, P, k)
+        rt = r.transpose(2, 3).reshape(G, P * k, n)
+        gth = torch.bmm(rt, X).transpose(1, 2).reshape(G, d, P, k)
         return gth, r.sum(2)
 
     def dot(a, b):
@@ -108,8 +111,8 @@ def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_it
 
         # Jacobi-preconditioned conjugate gradient on H s = -g, per problem
         cd = scale * Wn * p * (1 - p)                                      # [G, P, n, k] Hessian diagonal weights
-        cdt = cd.permute(0, 2, 1, 3).reshape(G, n, P * k)
-        m_th = 1.0 / (torch.bmm(Xsq.transpose(1, 2), cdt).reshape(G, d, P, k) + 1.0)
+        cdt = cd.transpose(2, 3).reshape(G, P * k, n)
+        m_th = 1.0 / (torch.bmm(cdt, Xsq).transpose(1, 2).reshape(G, d, P, k) + 1.0)
         m_b = 1.0 / (cd.sum(2) + ridge_b * gscale.unsqueeze(-1))                      # [G, P, k]
         rth, rb = -gth, -gb
         sth, sb = torch.zeros_like(theta), torch.zeros_like(b)

@@ -174,7 +174,7 @@ def run_probe_study(model: str, out, *, data: str | None = None, concepts="all",
     Every input is checked (probe names, concepts, data, folds, hooks, positions, labels per concept)
     before activations are extracted; nothing is written unless the whole study succeeds.
     `lm` may pass an already loaded LoadedModel (then `model` is only used for messages)."""
-    from toy.runio import atomic_write_json, library_versions
+    from toy.runio import atomic_write_json, library_versions, swap_in_dir
 
     from .artifacts import dataset_hash, save_probe
     from .evaluate import best_layer, layer_sweep, prepare_labels
@@ -287,13 +287,7 @@ def run_probe_study(model: str, out, *, data: str | None = None, concepts="all",
         }
         atomic_write_json(tmp / "results.json", results)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, trash / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        swap_in_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

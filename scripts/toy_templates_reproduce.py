@@ -17,7 +17,6 @@ Parts (each prints a table and writes <name>.json + <name>.png under --out):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict, replace

@@ -3,20 +3,8 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from probekit.tokenizer import load_gpt2_tokenizer
-from probekit.words import check_tokenization, default_word_csv, load_word_csv
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return load_word_csv(default_word_csv())
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_gpt2_tokenizer()
+from probekit.words import check_tokenization, default_word_csv
 
 
 def test_bundled_path_is_in_repo():

@@ -8,17 +8,7 @@ from probekit import geometry as G
 from probekit.errors import ActivationError, DataError, ProbekitError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small problems: one torch / BLAS thread avoids oversubscription on shared CPUs (restored after)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _planted(n=4000, d=40, k=3, sep=3.0, noise=1.0, seed=0):

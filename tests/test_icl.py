@@ -12,20 +12,10 @@ import torch
 from probekit.errors import DataError
 from probekit.icl import (build_icl_prompts, candidate_token_ids, format_icl_table, icl_accuracy, icl_curve,
                           plot_icl_curve, score_icl, task_classes)
-from probekit.tokenizer import encode_segments, load_gpt2_tokenizer
-from probekit.words import default_word_csv, load_word_csv
+from probekit.tokenizer import encode_segments
+from probekit.words import load_word_csv
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def ds():
-    return load_word_csv(default_word_csv())
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_gpt2_tokenizer()
 
 
 # ---------------------------------------------------------------------------------------------

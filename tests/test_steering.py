@@ -9,17 +9,7 @@ from probekit.errors import ActivationError, DataError, ProbekitError
 from probekit.prompt import Prompt
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small problems: one torch / BLAS thread avoids oversubscription on shared CPUs (restored after)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------- toy run

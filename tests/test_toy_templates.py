@@ -3,7 +3,6 @@ run directories, probe interface and bad-input handling. Sizes are small so ever
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from toy.templates.config import TemplatesConfig
 from toy.templates.data import F64, Problem, analytic_gap_vs_N, make_dictionary, sample_prompts
 from toy.templates.metrics import predictions, ridge_metrics, ridge_support
 from toy.templates.model import TemplateAttention
-from toy.templates.train import fit, final_metrics
+from toy.templates.train import fit
 
 SMALL = dict(N=6, K=24, d=8, m=4, H=16, lr=1e-2, eval_every=300, n_test_id=100, n_test_ood=100)
 

@@ -174,14 +174,21 @@ class RunWriter:
         if exc_type is not None or not self._finished:
             shutil.rmtree(self.path, ignore_errors=True)
             return
-        if self.target.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.old-", dir=self.target.parent))
-            os.replace(self.target, trash / "old")
-            os.replace(self.path, self.target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(self.path, self.target)
+        swap_in_dir(self.path, self.target)
         self.path = self.target
+
+
+def swap_in_dir(tmp: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Move the finished folder `tmp` to `target` (same filesystem), replacing an existing `target`:
+    the old folder is moved aside first and deleted only after the new one is in place."""
+    tmp, target = Path(tmp), Path(target)
+    if target.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, trash / "old")
+        os.replace(tmp, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
 
 
 def is_complete_run(path: str | os.PathLike) -> bool:

@@ -29,11 +29,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from toy.api import ProbeBatch, Setting, ToyRun
 from toy.config import ConfigError, check_choice, check_int, config_from_dict
-from toy.runio import RunError, atomic_write_json, load_tensors, read_manifest, torch_stream
+from toy.runio import RunError, load_tensors, read_manifest, torch_stream
 
 from .config import TemplatesConfig
 from .data import F64, Problem

@@ -21,7 +21,7 @@ from toy.runio import RunWriter, atomic_write_json, save_tensors, torch_stream
 from . import figures
 from .config import TemplatesConfig, resolve_device
 from .data import F64, Problem, analytic_gap_vs_N, expected_gap, sample_prompts
-from .metrics import (attention_entropy, inference_loss, log_linear_fit, mechanism_errors, predictions,
+from .metrics import (attention_entropy, log_linear_fit, mechanism_errors, predictions,
                       ridge_metrics)
 from .model import build_model
 
