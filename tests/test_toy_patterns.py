@@ -331,3 +331,26 @@ def test_cli_trains_the_setting_and_refuses_bad_input(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "correct_attention" in text and "[PASS] correct_attention_unseen" in text
     assert toy.load_run(out).config.steps == 400
+
+
+def test_probekit_layer_probes_run_unchanged_on_the_toy(trained, tmp_path):
+    """`probekit probe --model toy:RUN` on a patterns run. The label (which of the task's two relevant patterns the
+    query carries) depends on the prompt's task, so the query's input alone is at chance; after attention over the
+    context the label is linearly decodable: the ICL mechanism, seen by the same probes as GPT-2's layers."""
+    import json
+
+    from probekit.cli import main
+
+    _, run_dir = trained
+    out = tmp_path / "probe"
+    assert main(["probe", "--model", f"toy:{run_dir}", "--concept", "relevant_pattern", "--layers", "all",
+                 "--probes", "mass-mean,logistic", "--n-prompts", "400", "--repeats", "1", "--controls", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert {r["probe"] for r in rows} == {"mass-mean", "logistic"}
+    by_hook = {}
+    for r in rows:
+        by_hook.setdefault(r["hook"], []).append(r["accuracy"])
+    assert max(by_hook["blocks.0.hook_resid_pre"]) <= 0.65
+    assert max(by_hook["blocks.0.hook_attn_out"]) >= 0.9
+    assert all(r["selectivity"] == pytest.approx(r["accuracy"] - r["control_accuracy"]) for r in rows)

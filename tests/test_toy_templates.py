@@ -283,3 +283,23 @@ def test_probekit_correct_attention_reads_the_toy(trained):
     res = correct_attention(lm, trained.probe_batch(50, seed=0), progress=False)
     ca = np.asarray(res["query"]["correct_attention"])
     assert ca.shape == (1, trained.config.H) and np.all((ca >= 0) & (ca <= 1))
+
+
+def test_probekit_layer_probes_run_unchanged_on_the_toy(trained, tmp_path):
+    """`probekit probe --model toy:RUN` on a templates run: the sign of the query's label depends on the prompt's
+    task vector, so the query token alone is at chance; the attention output, which carries the in-context
+    estimate, decodes it."""
+    import json
+
+    from probekit.cli import main
+
+    out = tmp_path / "probe"
+    assert main(["probe", "--model", f"toy:{trained.path}", "--concept", "label_sign", "--layers", "all",
+                 "--probes", "mass-mean,logistic", "--n-prompts", "400", "--repeats", "1", "--controls", "1",
+                 "--out", str(out), "--no-progress"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    by_hook = {}
+    for r in rows:
+        by_hook.setdefault(r["hook"], []).append(r["accuracy"])
+    assert max(by_hook["blocks.0.hook_resid_pre"]) <= 0.65
+    assert max(max(v) for v in by_hook.values()) >= 0.9
