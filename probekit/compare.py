@@ -604,12 +604,6 @@ QUICK_TOY_OVERRIDES = ("d=32", "K=4", "L_train=8", "L_test=8", "steps=800", "bat
                        "n_test_log=128", "n_bayes=2000", "n_noise_probe=16", "log_every=50")
 
 
-def fix_command(model: str) -> str:
-    """The one command that makes `model` loadable offline afterwards (run once with network)."""
-    return (f"HF_HUB_OFFLINE=0 python -c \"from transformer_lens.model_bridge import TransformerBridge; "
-            f"TransformerBridge.boot_transformers('{model}')\"")
-
-
 def _toy_config(overrides: Any, quick: bool):
     from toy.api import get_setting
     from toy.config import apply_overrides
@@ -670,7 +664,7 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
         word_data = load_words(words)
     loaded, model_missing, fix = None, None, None
     if isinstance(model, str):
-        from .models import load_model
+        from .models import fix_command, load_model
 
         try:
             loaded = load_model(model, compatibility_mode=compatibility_mode)

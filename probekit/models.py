@@ -167,6 +167,12 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
     return _bridge_model(bridge, f"path:{path}", tok, processing, extra)
 
 
+def fix_command(model: str) -> str:
+    """The one command that makes hub model `model` loadable offline afterwards (run once with network)."""
+    return (f"HF_HUB_OFFLINE=0 python -c \"from transformer_lens.model_bridge import TransformerBridge; "
+            f"TransformerBridge.boot_transformers('{model}')\"")
+
+
 def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -178,9 +184,7 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
         raise ModelLoadError(
             f"could not load {name!r}: tried TransformerBridge.boot_transformers({name!r}) with the Hugging Face "
             f"cache at {_hf_cache_dir()} ({mode}; {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-            f"Fix: run once with network to cache the weights, e.g.\n"
-            f"    HF_HUB_OFFLINE=0 python -c \"from transformer_lens.model_bridge import TransformerBridge; "
-            f"TransformerBridge.boot_transformers('{name}')\"\n"
+            f"Fix: run once with network to cache the weights, e.g.\n    {fix_command(name)}\n"
             f"or pass path:DIR with a folder written by `save_pretrained` (weights + tokenizer), e.g. from "
             f"transformers.AutoModelForCausalLM.from_pretrained('{name}').save_pretrained(DIR) on a machine with "
             f"network. Random weights are never used in place of pretrained ones."

@@ -66,18 +66,27 @@ class ClassStats:
         return int(self.means.shape[1])
 
 
-class MeanFitter:
-    """Running mean of the rows of X."""
+class _RowFitter:
+    """Shared by the fitters: the width d (fixed by the first batch unless given) and the row count."""
 
     def __init__(self, d: int | None = None):
         self.d = d
         self.n = 0
         self._mean = None
 
-    def update(self, X, y=None) -> "MeanFitter":
+    def _rows(self, X) -> np.ndarray:
+        """X checked (2-D, finite, width d) as float64; fixes d on the first call."""
         X = _check_X(X, self.d)
         if self.d is None:
             self.d = X.shape[1]
+        return X
+
+
+class MeanFitter(_RowFitter):
+    """Running mean of the rows of X."""
+
+    def update(self, X, y=None) -> "MeanFitter":
+        X = self._rows(X)
         m = X.shape[0]
         if m == 0:
             return self
@@ -93,19 +102,15 @@ class MeanFitter:
         return MeanResult(n=self.n, mean=self._mean.copy())
 
 
-class CovarianceFitter:
+class CovarianceFitter(_RowFitter):
     """Running mean and covariance (Chan et al. merge of per-shard scatter matrices)."""
 
     def __init__(self, d: int | None = None):
-        self.d = d
-        self.n = 0
-        self._mean = None
+        super().__init__(d)
         self._scatter = None
 
     def update(self, X, y=None) -> "CovarianceFitter":
-        X = _check_X(X, self.d)
-        if self.d is None:
-            self.d = X.shape[1]
+        X = self._rows(X)
         m = X.shape[0]
         if m == 0:
             return self

@@ -228,3 +228,15 @@ def torch_stream(seed: int, purpose: str) -> torch.Generator:
 
 def numpy_stream(seed: int, purpose: str) -> np.random.Generator:
     return np.random.default_rng(stream_seed(seed, purpose))
+
+
+def read_run_config(run_dir: str | os.PathLike, setting: str, config_cls):
+    """(manifest, validated config) of the complete `setting` run in `run_dir`; RunError if it is another setting's."""
+    from .config import config_from_dict
+
+    manifest = read_manifest(run_dir)
+    if manifest.get("setting") != setting:
+        raise RunError(f"{run_dir} holds a {manifest.get('setting')!r} run, not a {setting!r} run")
+    cfg = config_from_dict(config_cls, manifest["config"])
+    cfg.validate()
+    return manifest, cfg

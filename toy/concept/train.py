@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from toy.api import ToyRun
-from toy.config import ConfigError, config_from_dict
-from toy.runio import RunError, RunWriter, atomic_write_json, load_tensors, read_manifest, save_tensors, torch_stream
+from toy.config import ConfigError
+from toy.runio import RunWriter, atomic_write_json, load_tensors, read_run_config, save_tensors, torch_stream
 
 from . import metrics as M
 from .config import ConceptConfig
@@ -197,10 +197,7 @@ def save_run(run: ToyRun, path: Path) -> None:
 
 def load(run_dir) -> ToyRun:
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    if manifest.get("setting") != SETTING_NAME:
-        raise RunError(f"{run_dir} holds a {manifest.get('setting')!r} run, not a concept run")
-    cfg = config_from_dict(ConceptConfig, manifest["config"]).validate()
+    _, cfg = read_run_config(run_dir, SETTING_NAME, ConceptConfig)
     model = build_model(cfg, init=False)
     state = load_tensors(run_dir / "model.safetensors")
     model.load_state_dict(state, strict=True)

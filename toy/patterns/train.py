@@ -10,8 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..api import ToyRun
-from ..config import ConfigError, config_from_dict
-from ..runio import RunError, RunWriter, atomic_write_json, load_tensors, read_manifest, save_tensors, stream_seed
+from ..config import ConfigError
+from ..runio import RunWriter, atomic_write_json, load_tensors, read_run_config, save_tensors, stream_seed
 from .config import PatternsConfig
 from .data import in_domain_bank, sample_prompts, task_split
 from .metrics import check, evaluate, pruning_curves, torch_threads
@@ -155,11 +155,7 @@ def load(run_dir) -> ToyRun:
     import json
 
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    if manifest.get("setting") != SETTING_NAME:
-        raise RunError(f"{run_dir} holds a {manifest.get('setting')!r} run, not a {SETTING_NAME!r} run")
-    cfg = config_from_dict(PatternsConfig, manifest["config"])
-    cfg.validate()
+    manifest, cfg = read_run_config(run_dir, SETTING_NAME, PatternsConfig)
     model = PatternTransformer(cfg.d_in, cfg.m)
     model.load_state_dict(load_tensors(run_dir / "model.safetensors"))
     model.eval()

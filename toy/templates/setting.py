@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from toy.api import ProbeBatch, Setting, ToyRun
-from toy.config import ConfigError, check_choice, check_int, config_from_dict
-from toy.runio import RunError, load_tensors, read_manifest, torch_stream
+from toy.config import ConfigError, check_choice, check_int
+from toy.runio import load_tensors, read_run_config, torch_stream
 
 from .config import TemplatesConfig
 from .data import F64, Problem
@@ -43,11 +43,7 @@ from .train import DTYPES, SETTING_NAME, train
 
 def load(run_dir) -> ToyRun:
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    if manifest.get("setting") != SETTING_NAME:
-        raise RunError(f"{run_dir} is a {manifest.get('setting')!r} run, not a {SETTING_NAME!r} run")
-    cfg = config_from_dict(TemplatesConfig, manifest["config"])
-    cfg.validate()
+    manifest, cfg = read_run_config(run_dir, SETTING_NAME, TemplatesConfig)
     model = build_model(cfg).to(DTYPES[cfg.dtype])
     model.load_state_dict(load_tensors(run_dir / "model.safetensors"))
     model.eval()
