@@ -280,8 +280,10 @@ def build_comparison(toy_side: dict[str, Any] | None, model_side: dict[str, Any]
         verdicts[h.id] = {}
         for name, side in sides.items():
             if side is None:
-                missing = (meta or {}).get(f"{name}_missing", "this side was not run")
-                side = {"side": name, "label": name, "values": {}, "not_measured": {h.metric: missing}}
+                missing = (meta or {}).get(f"{name}_missing")
+                # one short reason per verdict line; the full message and the fix are said once, in meta
+                why = f"{missing.split(': ', 1)[0]}; see 'missing' below" if missing else "this side was not run"
+                side = {"side": name, "label": name, "values": {}, "not_measured": {h.metric: why}}
             verdicts[h.id][name] = verdict(h, side)
     comp = {
         "format": 1,
