@@ -78,8 +78,11 @@ def prepare_labels(labels, groups, n_folds: int, what: str = "concept", class_na
 
 
 def check_acts(acts: dict, n: int) -> dict:
+    """hook -> float array [n, d], checked; `acts` is such a dict or a `probekit.extract.Activations`."""
+    if isinstance(getattr(acts, "acts", None), dict):       # Activations from probekit.extract
+        acts = acts.acts
     if not isinstance(acts, dict) or not acts:
-        raise ActivationError("acts must be a non-empty dict hook name -> array [n, d]")
+        raise ActivationError("acts must be a non-empty dict hook name -> array [n, d] (or an Activations)")
     out = {}
     for hook, X in acts.items():
         X = np.asarray(X)

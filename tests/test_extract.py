@@ -263,3 +263,19 @@ def test_trained_toy_run_extraction():
     # the same numbers whatever the batch size
     again = extract(toy, batch.inputs, "blocks.0.attn.hook_pattern", batch_size=7, progress=False)
     np.testing.assert_allclose(again["blocks.0.attn.hook_pattern"], pat, atol=1e-6)
+
+
+def test_readme_flow_extract_sweep_on_a_toy(tmp_path):
+    """The README's Python example on a toy run: load_model -> extract -> layer_sweep(Activations) -> best_layer."""
+    from probekit import load_model
+    from probekit.evaluate import best_layer, layer_sweep
+    from probekit.extract import extract
+    from tests.toy_fixtures import train_small_concept_run
+
+    train_small_concept_run(out_dir=tmp_path / "run")
+    lm = load_model(f"toy:{tmp_path / 'run'}")
+    batch = lm.toy_run.probe_batch(400, seed=1)
+    acts = extract(lm, batch, "blocks.0.hook_resid_pre", position="last", progress=False)
+    rows = layer_sweep(acts, batch.axis_labels["concept_0"], groups=batch.groups, probes=["mass-mean"])
+    best = best_layer(rows)
+    assert best["hook"] == "blocks.0.hook_resid_pre" and best["accuracy"] >= 0.95
