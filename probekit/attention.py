@@ -370,12 +370,9 @@ def plot_head_heatmap(M: Any, path: str | Path, *, title: str = "", layers: Sequ
                       extra: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Layer x head heatmap of ``M`` [L, H]; writes the PNG and a JSON beside it
     (``{"title", "layers", "matrix", **extra}``). Returns both paths."""
-    import matplotlib
+    from toy.runio import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from toy.runio import atomic_write_json, save_figure
+    plt = pyplot()
 
     M = np.asarray(M, dtype=np.float64)
     if M.ndim != 2:
@@ -398,10 +395,8 @@ def plot_head_heatmap(M: Any, path: str | Path, *, title: str = "", layers: Sequ
                             color="k" if frac > 0.6 else "w")
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=9)
-    save_figure(fig, path)
-    jp = path.with_suffix(".json")
-    atomic_write_json(jp, {"title": title, "layers": layers, "matrix": M, **(dict(extra) if extra else {})})
-    return path, jp
+    return path, save_figure(fig, path, data={"title": title, "layers": layers, "matrix": M,
+                                              **(dict(extra) if extra else {})})
 
 
 def save_correct_attention(result: Mapping[str, Any], out_dir: str | Path, *, prefix: str = "attention") -> list[Path]:

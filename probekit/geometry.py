@@ -611,21 +611,14 @@ def layer_geometry(acts_by_hook: Mapping[str, Any], labels_by_axis: Mapping[str,
 
 
 # -------------------------------------------------------------------------------------- figures
-def _json_path(path: Path) -> Path:
-    return path.with_suffix(".json")
-
-
 def plot_cosine_heatmap(names: Sequence[str], M: Any, path: str | Path, *, title: str = "",
                         extra: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Heatmap of a cosine matrix (colour range [-1, 1], values written in the cells when k <= 16).
     Writes ``path`` (PNG) and ``path.with_suffix('.json')`` with ``{"names", "matrix", "title", **extra}``.
     Returns both paths."""
-    import matplotlib
+    from toy.runio import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from toy.runio import atomic_write_json, save_figure
+    plt = pyplot()
 
     M = np.asarray(M, dtype=np.float64)
     path = Path(path)
@@ -641,22 +634,17 @@ def plot_cosine_heatmap(names: Sequence[str], M: Any, path: str | Path, *, title
                         color="w" if abs(M[i, j]) > 0.6 else "k")
     fig.colorbar(im, ax=ax, shrink=0.8, label="cosine")
     ax.set_title(title, fontsize=9)
-    save_figure(fig, path)
-    jp = _json_path(path)
-    atomic_write_json(jp, {"title": title, "names": list(names), "matrix": M, **(dict(extra) if extra else {})})
-    return path, jp
+    return path, save_figure(fig, path, data={"title": title, "names": list(names), "matrix": M,
+                                              **(dict(extra) if extra else {})})
 
 
 def plot_additivity(result: Mapping[str, Any], path: str | Path, *, title: str = "additivity R^2 (held-out words)",
                     truth: float | None = None) -> tuple[Path, Path]:
     """Bar chart of ``additivity_r2`` output: additive fit vs mean-only vs shuffled labels (and an
     optional ``truth`` value, e.g. a toy's true signal share). Writes PNG + JSON beside it."""
-    import matplotlib
+    from toy.runio import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from toy.runio import atomic_write_json, save_figure
+    plt = pyplot()
 
     path = Path(path)
     labels = ["additive", "mean only", "shuffled"]
@@ -670,7 +658,5 @@ def plot_additivity(result: Mapping[str, Any], path: str | Path, *, title: str =
     ax.set_ylabel("R^2")
     ax.set_ylim(min(-0.1, min(vals) - 0.05), 1.05)
     ax.set_title(title, fontsize=9)
-    save_figure(fig, path)
-    jp = _json_path(path)
-    atomic_write_json(jp, {"title": title, **dict(result), **({"truth": truth} if truth is not None else {})})
-    return path, jp
+    return path, save_figure(fig, path, data={"title": title, **dict(result),
+                                              **({"truth": truth} if truth is not None else {})})

@@ -337,11 +337,9 @@ def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str
                    title: str | None = None) -> Path:
     """Accuracy against k for one or several :func:`icl_curve` results; PNG at `path`, the plotted
     numbers as JSON beside it (same name, ``.json``)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from toy.runio import pyplot, save_figure
 
-    from toy.runio import atomic_write_json, save_figure
+    plt = pyplot()
 
     results = [results] if isinstance(results, dict) else list(results)
     if not results:
@@ -385,8 +383,7 @@ def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str
     axes[0][-1].legend(list(seen.values()), list(seen.keys()), fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     model = (results[0].get("model") or {}).get("model_id", "")
     fig.suptitle(title or f"ICL accuracy vs number of demonstrations — {model}", fontsize=11)
-    save_figure(fig, path)
-    atomic_write_json(path.with_suffix(".json"), {"model": results[0].get("model"), "series": series})
+    save_figure(fig, path, data={"model": results[0].get("model"), "series": series})
     return path
 
 

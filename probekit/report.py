@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from toy.runio import atomic_write_json, atomic_write_text, save_figure
+from toy.runio import atomic_write_json, atomic_write_text, pyplot, save_figure
 
 from .compare import FAIL, HYPOTHESES, PASS, _finite, _fmt
 
@@ -98,22 +98,13 @@ class Doc:
 
 # --- figures -------------------------------------------------------------------------------------
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _side_label(comp: dict[str, Any], name: str) -> str:
     side = comp.get(name)
     return (side or {}).get("label", name)
 
 
 def fig_verdicts(comp: dict[str, Any], out: Path) -> str:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(HYPOTHESES), figsize=(3.0 * len(HYPOTHESES), 3.2))
     data = {}
     for ax, h in zip(axes, HYPOTHESES):
@@ -139,13 +130,12 @@ def fig_verdicts(comp: dict[str, Any], out: Path) -> str:
     fig.suptitle(f"Hypotheses: measured value vs the threshold fixed in advance (toy = {_side_label(comp, 'toy')}, "
                  f"model = {_side_label(comp, 'model')})", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, out / "verdicts.png")
-    atomic_write_json(out / "verdicts.json", data)
+    save_figure(fig, out / "verdicts.png", data=data)
     return "verdicts.png"
 
 
 def fig_cosines(comp: dict[str, Any], out: Path) -> str | None:
-    plt = _plt()
+    plt = pyplot()
     mats = []
     for name in SIDE_NAMES:
         d = (comp.get(name) or {}).get("details", {})
@@ -161,13 +151,12 @@ def fig_cosines(comp: dict[str, Any], out: Path) -> str | None:
         ax.set_title(f"{_side_label(comp, name)}: axis direction cosines", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    save_figure(fig, out / "cosines.png")
-    atomic_write_json(out / "cosines.json", {name: {"axes": a, "cosines": m} for name, m, a in mats})
+    save_figure(fig, out / "cosines.png", data={name: {"axes": a, "cosines": m} for name, m, a in mats})
     return "cosines.png"
 
 
 def fig_layers(comp: dict[str, Any], out: Path) -> str | None:
-    plt = _plt()
+    plt = pyplot()
     curves = []
     for name in SIDE_NAMES:
         d = (comp.get(name) or {}).get("details", {})
@@ -187,13 +176,12 @@ def fig_layers(comp: dict[str, Any], out: Path) -> str | None:
         ax.set_title(f"{_side_label(comp, name)}: probes per layer (mean over axes)", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    save_figure(fig, out / "layers.png")
-    atomic_write_json(out / "layers.json", {name: c for name, c in curves})
+    save_figure(fig, out / "layers.png", data={name: c for name, c in curves})
     return "layers.png"
 
 
 def fig_attention(comp: dict[str, Any], out: Path) -> str | None:
-    plt = _plt()
+    plt = pyplot()
     mats = []
     for name in SIDE_NAMES:
         d = (comp.get(name) or {}).get("details", {})
@@ -210,8 +198,7 @@ def fig_attention(comp: dict[str, Any], out: Path) -> str | None:
         ax.set_title(f"{_side_label(comp, name)}: matching-demo attention share - base rate", fontsize=9)
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    save_figure(fig, out / "attention.png")
-    atomic_write_json(out / "attention.json", {name: {"excess_layer_head": m} for name, m in mats})
+    save_figure(fig, out / "attention.png", data={name: {"excess_layer_head": m} for name, m in mats})
     return "attention.png"
 
 
@@ -219,7 +206,7 @@ def fig_similarity(comp: dict[str, Any], out: Path) -> str | None:
     sim = comp.get("similarity")
     if not sim or not sim.get("sides") or any(sim["sides"].get(n) is None for n in SIDE_NAMES):
         return None
-    plt = _plt()
+    plt = pyplot()
     keys = [("mean_abs_offdiag", "mean |cos| (axes)"), ("chance_mean_abs_cos", "chance |cos|"),
             ("participation_ratio_norm", "norm. participation ratio"), ("frac_within_positive", "frac within cos > 0")]
     fig, ax = plt.subplots(figsize=(7, 3.4))
@@ -232,8 +219,7 @@ def fig_similarity(comp: dict[str, Any], out: Path) -> str | None:
     ax.set_title("Concept geometry, matched scale-free metrics", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    save_figure(fig, out / "similarity.png")
-    atomic_write_json(out / "similarity.json", sim)
+    save_figure(fig, out / "similarity.png", data=sim)
     return "similarity.png"
 
 

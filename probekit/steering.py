@@ -349,12 +349,9 @@ def steering_matrix(lm: Any, prompts_by_axis: Mapping[str, Any], directions: Map
 def plot_steering(result: Mapping[str, Any], path: str | Path, *, title: str | None = None) -> tuple[Path, Path]:
     """Mean change of the measured output vs alpha, one line per measured axis (target bold) and the
     random directions' target-axis lines dashed. Writes the PNG and the result as JSON beside it."""
-    import matplotlib
+    from toy.runio import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from toy.runio import atomic_write_json, save_figure
+    plt = pyplot()
 
     path = Path(path)
     al = np.asarray(result["alphas"])
@@ -371,21 +368,15 @@ def plot_steering(result: Mapping[str, Any], path: str | Path, *, title: str | N
     ax.set_title(title or f"steer {result['axis']} at {result['hook']}: specificity {result['specificity']:.3g}",
                  fontsize=9)
     ax.legend(fontsize=7)
-    save_figure(fig, path)
-    jp = path.with_suffix(".json")
-    atomic_write_json(jp, dict(result))
-    return path, jp
+    return path, save_figure(fig, path, data=dict(result))
 
 
 def plot_steering_matrix(mat: Mapping[str, Any], path: str | Path, *, title: str = "steering slopes") -> tuple[Path, Path]:
     """Heatmap of ``steering_matrix``'s slopes (row = steered axis, column = measured axis), symmetric
     colour scale; writes PNG + JSON (without the per-axis full results)."""
-    import matplotlib
+    from toy.runio import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    from toy.runio import atomic_write_json, save_figure
+    plt = pyplot()
 
     path = Path(path)
     S = np.asarray(mat["slope"], dtype=np.float64)
@@ -401,7 +392,4 @@ def plot_steering_matrix(mat: Mapping[str, Any], path: str | Path, *, title: str
             ax.text(j, i, f"{S[i, j]:.2g}", ha="center", va="center", fontsize=7)
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title, fontsize=9)
-    save_figure(fig, path)
-    jp = path.with_suffix(".json")
-    atomic_write_json(jp, {k: v for k, v in mat.items() if k != "results"} | {"title": title})
-    return path, jp
+    return path, save_figure(fig, path, data={k: v for k, v in mat.items() if k != "results"} | {"title": title})

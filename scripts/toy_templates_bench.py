@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from toy.runio import atomic_write_json, save_figure, torch_stream  # noqa: E402
+from toy.runio import save_figure, torch_stream  # noqa: E402
 from toy.templates.config import TemplatesConfig  # noqa: E402
 from toy.templates.data import Problem  # noqa: E402
 from toy.templates.model import build_model  # noqa: E402
@@ -77,8 +77,7 @@ def main(argv=None) -> int:
     ax.set_ylabel("ms per training step")
     ax.set_title("One-layer step time (N=30, K=200, d=100, m=20)")
     ax.legend()
-    save_figure(fig, out / "bench.png")
-    atomic_write_json(out / "bench.json", {"rows": rows, "steps_timed": args.steps, "cpus": os.cpu_count()})
+    save_figure(fig, out / "bench.png", data={"rows": rows, "steps_timed": args.steps, "cpus": os.cpu_count()})
     return 0
 
 

@@ -26,19 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from toy.runio import atomic_write_json, save_figure  # noqa: E402
+from toy.runio import atomic_write_json, pyplot, save_figure  # noqa: E402
 from toy.templates.config import TemplatesConfig  # noqa: E402
 from toy.templates.data import analytic_gap_vs_N, make_dictionary  # noqa: E402
 from toy.templates.train import train  # noqa: E402
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def table(rows: list[dict], cols: list[str]) -> str:
@@ -54,8 +45,7 @@ def table(rows: list[dict], cols: list[str]) -> str:
 
 
 def save(out: Path, name: str, fig, data: dict) -> None:
-    save_figure(fig, out / f"{name}.png")
-    atomic_write_json(out / f"{name}.json", data)
+    save_figure(fig, out / f"{name}.png", data=data)
 
 
 def part_default(args, base: TemplatesConfig, out: Path) -> dict:
@@ -89,7 +79,7 @@ def part_heads(args, base: TemplatesConfig, out: Path) -> dict:
     decreasing = bool(all(a > b for a, b in zip(exc, exc[1:])))
     print(f"\n[heads] Figure 4: N=30, {steps} steps; final excess decreasing with H: {decreasing}")
     print(table(rows, list(rows[0])))
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for H, c in curves.items():
         ax.semilogy(c["step"], c["excess"], label=f"H = {H}")
@@ -127,7 +117,7 @@ def part_gapN(args, base: TemplatesConfig, out: Path) -> dict:
     print(table([{"N": N, "gap": g} for N, g in zip(Ns100, g100)][::2], ["N", "gap"]))
     print(f"trained one-layer points at m = {m} ({args.scale(args.gap_steps)} steps each):")
     print(table(rows, list(rows[0])))
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     a1.plot(Ns100, g100, "-o", ms=3)
     a1.axvline(100, color="gray", ls="--", lw=0.8)
@@ -180,7 +170,7 @@ def part_deep(args, base: TemplatesConfig, out: Path) -> dict:
     print(f"\n[deep] Figure 5: 4-layer, N = m = 100, K = 200, budget {budget:g} s per H; "
           f"smallest final training loss at H = {best}")
     print(table(rows, list(rows[0])))
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     Hs = [r["H"] for r in rows]
     a1.semilogx(Hs, [r["final_train_loss"] for r in rows], "o-", base=2, label="training loss")

@@ -84,8 +84,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
-    """Save a matplotlib figure atomically as PNG and close it."""
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend (unless a backend was already chosen)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110, data: Any = None) -> Path | None:
+    """Save a matplotlib figure atomically as PNG and close it. With `data`, also write the numbers it
+    shows as JSON beside it (same name, `.json`), atomically; returns that JSON path (else None)."""
     import matplotlib.pyplot as plt
 
     path = Path(path)
@@ -99,6 +110,11 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
         plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
+    if data is None:
+        return None
+    json_path = path.with_suffix(".json")
+    atomic_write_json(json_path, data)
+    return json_path
 
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from toy.runio import atomic_write_json, save_figure  # noqa: E402
+from toy.runio import save_figure  # noqa: E402
 
 PRODUCTS = ("P4_concept_specific", "P5_complement", "P6_cross_concept", "P7_noise_rms")
 MLP = ("P8_mlp_label_alignment", "P9_mlp_noise_alignment", "P9_mlp_common_alignment")
@@ -54,8 +54,7 @@ def figure3(metrics: dict, png: str | Path, title: str = "concept ICL") -> dict:
             a.legend(fontsize=7)
     fig.suptitle(title)
     png = Path(png)
-    save_figure(fig, png)
-    atomic_write_json(png.with_suffix(".json"), data)
+    save_figure(fig, png, data=data)
     return data
 
 
@@ -83,6 +82,5 @@ def figure4(results: dict, png: str | Path, title: str = "concept ICL: OOD") -> 
     ax[0].legend(fontsize=7)
     fig.suptitle(title)
     png = Path(png)
-    save_figure(fig, png)
-    atomic_write_json(png.with_suffix(".json"), data)
+    save_figure(fig, png, data=data)
     return data

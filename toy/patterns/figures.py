@@ -1,23 +1,19 @@
 """Figures of the pattern-classification setting; each PNG gets a JSON of its numbers beside it."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..runio import atomic_write_json, save_figure  # noqa: E402
+from ..runio import save_figure  # noqa: E402
 
 _FLOOR = 1e-4   # zero errors are drawn at this floor on log axes
 
 
 def _save(fig, path, data) -> None:
-    path = Path(path)
-    save_figure(fig, path)
-    atomic_write_json(path.with_suffix(".json"), data)
+    save_figure(fig, path, data=data)
 
 
 def _log(v):

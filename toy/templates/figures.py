@@ -5,26 +5,16 @@ from pathlib import Path
 
 import numpy as np
 
-from toy.runio import atomic_write_json, save_figure
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from toy.runio import pyplot, save_figure
 
 
 def save(fig, out_dir: Path, name: str, data: dict) -> None:
-    save_figure(fig, Path(out_dir) / f"{name}.png")
-    atomic_write_json(Path(out_dir) / f"{name}.json", data)
+    save_figure(fig, Path(out_dir) / f"{name}.png", data=data)
 
 
 def convergence(out_dir, metrics: dict) -> None:
     """P-A1: log(L - L*) against the step, with the fitted line."""
-    plt = _plt()
+    plt = pyplot()
     h, f = metrics["history"], metrics["final"]
     steps, ex = np.asarray(h["step"], float), np.asarray(h["excess"], float)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -44,7 +34,7 @@ def convergence(out_dir, metrics: dict) -> None:
 
 def inference_losses(out_dir, metrics: dict) -> None:
     """Figure 2 analogue: training loss and in-domain / out-of-domain inference loss against the step."""
-    plt = _plt()
+    plt = pyplot()
     h = metrics["history"]
     fig, ax = plt.subplots(figsize=(6, 4))
     train = np.asarray(h["excess"], float)
@@ -65,7 +55,7 @@ def inference_losses(out_dir, metrics: dict) -> None:
 
 def ridge_gaps(out_dir, metrics: dict) -> None:
     """P-A3: relative gap of the model to the m tau ridge and to the N tau ridge, against the step."""
-    plt = _plt()
+    plt = pyplot()
     h = metrics["history"]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogy(h["eval_step"], h["ridge_relative_gap"], label="model vs ridge m·τ (ŷ*)")
@@ -81,7 +71,7 @@ def ridge_gaps(out_dir, metrics: dict) -> None:
 
 
 def gap_vs_N(out_dir, gap: dict, name: str = "gap_vs_N", title: str = "Gap to the best ridge against N (Figure 3)") -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(gap["N"], gap["analytic_gap"], "-", label="analytic (1/K)E||ŷ* - ŷ_best||²")
     if gap.get("trained_N"):
@@ -96,7 +86,7 @@ def gap_vs_N(out_dir, gap: dict, name: str = "gap_vs_N", title: str = "Gap to th
 
 def mechanism(out_dir, metrics: dict, N: int) -> None:
     """P-A2: ||ahat_k - A[:, k]|| per token."""
-    plt = _plt()
+    plt = pyplot()
     err = np.asarray(metrics["mechanism_err_per_token"])
     fig, ax = plt.subplots(figsize=(6, 4))
     k = np.arange(1, len(err) + 1)

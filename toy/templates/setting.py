@@ -32,7 +32,7 @@ import numpy as np
 
 from toy.api import ProbeBatch, Setting, ToyRun
 from toy.config import ConfigError, check_choice, check_int
-from toy.runio import load_tensors, read_run_config, torch_stream
+from toy.runio import load_tensors, pyplot, read_run_config, torch_stream
 
 from .config import TemplatesConfig
 from .data import F64, Problem
@@ -144,7 +144,7 @@ def ood(run_dir, out_dir=None, progress: bool = True, n: int = 200, seed: int = 
               "scenarios": {f"shift={r['shift']:g},std={r['std']:g}": {k: r[k] for k in (
                   "mean_lambda_norm", "inference_loss", "ridge_relative_gap")} for r in rows}}
     out.mkdir(parents=True, exist_ok=True)
-    plt = figures._plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for sd in sorted({r["std"] for r in rows}):
         rr = [r for r in rows if r["std"] == sd]
