@@ -17,7 +17,8 @@ import numpy as np
 
 from toy.runio import atomic_write_json, atomic_write_text, pyplot, save_figure
 
-from .compare import FAIL, HYPOTHESES, PASS, _finite, _fmt
+from .hypotheses import FAIL, HYPOTHESES, PASS
+from .hypotheses import finite as _finite, fmt as _fmt
 
 SIDE_NAMES = ("toy", "model")
 
