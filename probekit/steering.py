@@ -37,7 +37,7 @@ import torch
 
 from .errors import ActivationError, DataError, HookError, ProbekitError
 
-__all__ = ["steering_effect", "steering_matrix", "split_probe_batch", "plot_steering", "plot_steering_matrix"]
+__all__ = ["steer_outputs", "steering_effect", "steering_matrix", "split_probe_batch", "plot_steering", "plot_steering_matrix"]
 
 DEFAULT_ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -242,6 +242,42 @@ def _summ(eff: dict[str, Any], axis: str) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------- public API
+def steer_outputs(lm: Any, prompts: Any, hook: str, vectors: Any, *, position: str = "query",
+                  batch_size: int | None = None, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The measured output ``y`` of every prompt with each of ``m`` vectors added at ``hook``.
+
+    lm        ``LoadedModel`` (transformer: ICL ``Prompt`` list with meta ``candidates``; toy: a ``ProbeBatch``)
+    hook      hook name in the model (transformer: e.g. ``blocks.3.hook_resid_post``; toy ``blocks.0.hook_resid_pre``)
+    vectors   ``[m, d]`` vectors, already scaled (``alpha * direction``); each is added at the steering
+              position of every prompt (transformer: ``position`` "query" = last token of the query word or
+              "final" = last token; toy: the query, input row -1)
+
+    Returns ``(base, steered)``: ``base`` ``[n]`` the unsteered outputs, ``steered`` ``[m, n]`` the outputs
+    with each vector added. ``y`` = ``logit(candidates[1]) - logit(candidates[0])`` at the final token
+    (transformer) or the toy's output ``f``. This is the one steering primitive the comparison's H6 and its
+    nulls use; ``steering_effect`` is the single-direction convenience on top.
+    """
+    from tqdm.auto import tqdm
+
+    V = np.asarray(vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float64)
+    if V.ndim == 1:
+        V = V[None]
+    if V.ndim != 2 or not np.all(np.isfinite(V)):
+        raise ActivationError(f"vectors must be a finite [m, d] array; got shape {V.shape}")
+    setup = _Setup(lm, {"_": prompts}, None, hook, position)
+    if batch_size is None:
+        batch_size = 1024 if setup.toy else 16
+    width = setup.dim()
+    if V.shape[1] != width:
+        raise ActivationError(f"vectors have dimension {V.shape[1]} but {setup.hook} has width {width}; "
+                              "take them from activations at the same hook")
+    base = setup.outputs("_", None, batch_size)
+    out = np.empty((V.shape[0], base.shape[0]), dtype=np.float64)
+    for i in tqdm(range(V.shape[0]), desc="steering", disable=not progress):
+        out[i] = setup.outputs("_", torch.as_tensor(V[i]), batch_size)
+    return base, out
+
+
 def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any, axis: str, layer: int | None = None,
                     alphas: Sequence[float] = DEFAULT_ALPHAS, *, hook: str | None = None, position: str = "final",
                     scale: str = "resid_norm", n_random: int = 3, seed: int = 0, batch_size: int | None = None,
