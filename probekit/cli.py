@@ -16,6 +16,7 @@ COMMANDS = {
     "compare": "probekit.commands.compare",
     "run": "probekit.commands.run",
     "demo": "probekit.commands.demo",
+    "controls": "probekit.commands.controls",
 }
 
 

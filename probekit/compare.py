@@ -1,48 +1,441 @@
-"""Toy-vs-GPT-2 comparison: a linear-representation-hypothesis report with thresholds fixed up front.
+"""Toy-vs-GPT-2 comparison: six calibrated hypothesis tests, measured the same way on every side.
 
-The six hypotheses (`HYPOTHESES`) and their thresholds are constants of this module: they are fixed
-before anything is measured and printed in every report next to the measured value. Each one is
-measured on the toy run and on the pretrained model with the same metric, side by side:
+The hypotheses, thresholds and verdict logic live in `probekit.hypotheses`; the statistics (nulls,
+p-values, intervals) in `probekit.calibration`. This module extracts what they need, once per model,
+and assembles a *side*:
 
-    H1 linear decodability         mean over axes of the best-layer probe selectivity (held-out words)
-    H2 cross-concept orthogonality mean |cos| between the axes' concept directions (best layer)
-    H3 within-axis positive IP     fraction of axes whose two class means (grand-mean centred) have cos > 0
-    H4 additivity                  R^2 of "activation = sum of per-axis class vectors", vs shuffled labels
-    H5 correct attention           best head's attention share on matching demonstrations minus base rate
-    H6 steering specificity        on-target minus off-target effect of the concept direction, vs random
+    {"side": "toy" | "model" | "control_planted" | "control_random", "label": str, "identity": {...},
+     "data": {...}, "measurements": {H1..H6: measurement}, "details": {...}, "tables": {...},
+     "not_measured": {...}, "null_models": {H: {"n", "values", "statuses"}} | None}
 
-The toy and GPT-2 live in different spaces (a d-dimensional synthetic input space against GPT-2's
-residual stream), so the comparison never compares raw vectors: it compares matched, scale-free
-metrics (cosines, selectivities, R^2, attention shares) and the *structure* of the axis-by-axis
-cosine matrices (off-diagonal |cos| against chance in that dimension, normalised participation ratio,
-within-axis signs). See `geometry_similarity`.
+Model side (a transformer): H1-H4 read each single-token word's representation in fixed neutral
+contexts (`NEUTRAL_TEMPLATES`, the same for every word, read at the word's token, mean over the
+contexts: one row per word type), so context, task and position cannot differ by label; multi-token
+words are reported apart. H5 reads the attention of ICL prompts (natural and symbol labels) from the
+prediction position; H6 steers the query word of natural-label ICL prompts. Word types are split once
+into half A (every choice of hook or head) and half B (every reported value).
 
-`measure_toy(run)` and `measure_model(loaded, words)` return a *side* (plain dict):
+Toy side: the same code on the run's own prompts (each prompt's query is its own word type; the truth
+of the toy's dictionary is reported beside each value).
 
-    {"side": "toy" | "model", "label": str, "identity": {...}, "values": {metric: float | None},
-     "details": {...}, "not_measured": {metric: reason}}
+Null models: `null_models` random-init copies of the architecture (library default init, same
+tokenizer; toys: the same setting trained for 0 steps) measured through the identical pipeline.
 
-`build_comparison(toy_side, model_side, meta)` adds the verdicts and the similarity section;
-`probekit.report.write_report(comparison, out_dir)` writes comparison.json, figures, report.md/html.
-`run_comparison(...)` does everything.
+`run_comparison(...)` does everything and writes the report (`probekit.report.write_report`).
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from .hypotheses import (FAIL, HYPOTHESES, HYPOTHESIS_BY_ID, INCONCLUSIVE, NOT_MEASURED, PASS,  # noqa: F401
-                         H2_MAX_MEAN_ABS_COS, Hypothesis, verdict)
+from .hypotheses import (ALPHA, FAIL, H2_MAX_MEAN_ABS_COS, H4_MAX_INTERACTION_GAIN, H5_MIN_DEMO_MASS,  # noqa: F401
+                         HYPOTHESES, HYPOTHESIS_BY_ID, INCONCLUSIVE, NOT_MEASURED, PASS, Hypothesis, count_status,
+                         judge_side, verdict)
 from .hypotheses import finite as _finite, fmt as _fmt  # noqa: F401
 
+# --- sizes and defaults -------------------------------------------------------------------------
 
-# --- toy-vs-model geometry similarity -----------------------------------------------------------
+NEUTRAL_TEMPLATES = ("The word {word}", "I read the word {word}", "Here is {word}")
+TOY_N = 1024
+N_PROMPTS = 48            # ICL prompts per axis (half A chooses, half B reports)
+K_SHOTS = 4
+N_PERMUTATIONS = 200
+N_NULL_MODELS = 1
+N_BOOT = 200
+N_NULL_DIRECTIONS = 200   # H6 null directions (>= 100)
+DOSE_ALPHAS = (-1.0, -0.5, 0.5, 1.0)   # in units of the typical residual norm at the hook
+DOSE_PROMPTS_PER_AXIS = 16             # half-B prompts per axis steered by real forwards
+QUICK_TOY_N = 256
+QUICK_N_PROMPTS = 16
+QUICK_N_AXES = 3
+QUICK = {"permutations": 50, "n_boot": 50, "n_null_directions": 100}
+N_FOLDS = 4
 
+
+@dataclass
+class Calibration:
+    """How much calibration each measurement gets (0 turns a kind of null off)."""
+
+    permutations: int = N_PERMUTATIONS
+    n_boot: int = N_BOOT
+    n_null_directions: int = N_NULL_DIRECTIONS
+    seed: int = 0
+
+    def validate(self) -> "Calibration":
+        from .errors import ProbekitError
+
+        for name in ("permutations", "n_boot", "n_null_directions"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ProbekitError(f"{name}={v!r} must be an integer >= 0")
+        if 0 < self.n_null_directions < 100:
+            raise ProbekitError(f"n_null_directions={self.n_null_directions} must be 0 or >= 100 (H6's null)")
+        return self
+
+
+def _progress_line(progress: bool, text: str) -> None:
+    if progress:
+        print(text, flush=True)
+
+
+# --- H1-H4 from one row per word type -----------------------------------------------------------
+
+def measure_words(R: dict[str, np.ndarray], labels: dict[str, np.ndarray], half_a: np.ndarray, cal: Calibration, *,
+                  R_tokens: dict[str, np.ndarray] | None = None, truth_within: dict[str, float] | None = None,
+                  hierarchy: dict | None = None) -> dict[str, Any]:
+    """H1-H4 measurements from word representations ``R`` (hook -> [n_words, d]), identical for every side."""
+    from . import calibration as C
+
+    seed = cal.seed
+    out: dict[str, Any] = {"measurements": {}, "details": {}, "tables": {}}
+    m1 = C.h1_decodability(R, labels, half_a, n_perm=cal.permutations, n_boot=cal.n_boot, seed=seed,
+                           R_tokens=R_tokens)
+    out["measurements"]["H1"] = m1
+    if m1.get("not_measured"):
+        for h in ("H2", "H3", "H4"):
+            out["measurements"][h] = C.not_measured(f"no hook chosen: H1 was not measured ({m1['not_measured']})")
+        return out
+    hook = m1["details"]["chosen_hook"]
+    b = ~half_a
+    XB = np.asarray(R[hook], dtype=np.float64)[b]
+    LB = {a: np.asarray(y)[b] for a, y in labels.items()}
+    m2 = C.h2_orthogonality(XB, LB, threshold=HYPOTHESIS_BY_ID["H2"].threshold, n_perm=cal.permutations,
+                            n_boot=cal.n_boot, seed=seed, hierarchy=hierarchy)
+    m3 = C.h3_within_axis(XB, LB, n_perm=cal.permutations, n_boot=cal.n_boot, seed=seed, truth=truth_within)
+    m4 = C.h4_additivity(XB, LB, margin=H4_MAX_INTERACTION_GAIN, n_perm=cal.permutations, n_boot=cal.n_boot, seed=seed)
+    for m in (m2, m3, m4):
+        if not m.get("not_measured"):
+            m["selection"] = f"at H1's hook {hook} (chosen on half A); " + (m.get("selection") or "")
+    out["measurements"].update(H2=m2, H3=m3, H4=m4)
+    # plain (uncorrected) cosine matrix of class-mean directions on half B, for the figures and similarity
+    axes = [a for a in labels if min(int((LB[a] == 0).sum()), int((LB[a] == 1).sum())) >= 2]
+    if len(axes) >= 2:
+        D = np.stack([C._mass_mean(XB, LB[a]) for a in axes])
+        D = D / np.maximum(np.linalg.norm(D, axis=1, keepdims=True), 1e-12)
+        out["details"].update(axes=axes, axis_cosines=D @ D.T, dim=int(XB.shape[1]))
+    if not m3.get("not_measured"):
+        out["details"]["within_cos"] = {r["axis"]: r["within_cos_crossfit"] for r in m3["details"]["per_axis"]}
+    d1 = m1["details"]
+    out["details"]["best_hook"] = hook
+    out["details"]["layer_curve"] = {"layers": d1["hooks"], "balanced_accuracy_half_a": d1["curve_a"],
+                                     "balanced_accuracy_half_b": d1["curve_b"]}
+    out["tables"]["H1: probes per axis at the chosen hook (half B, held-out word types)"] = {
+        "header": ["axis", "balanced accuracy", "accuracy", "majority", "accuracy - majority", "n words"],
+        "rows": [[r["axis"], r["balanced_accuracy"], r["accuracy"], r["majority"], r["accuracy_minus_majority"],
+                  r["n_words"]] for r in d1["per_axis"]]}
+    hl = d1.get("hewitt_liang")
+    if hl and "per_axis" in hl:
+        out["tables"]["H1: Hewitt-Liang control (held-out contexts of seen word types)"] = {
+            "header": ["axis", "task accuracy", "control accuracy", "selectivity"],
+            "rows": [[r["axis"], r["task_accuracy"], r["control_accuracy"], r["selectivity"]] for r in hl["per_axis"]]}
+    if not m3.get("not_measured"):
+        out["tables"]["H3: within-axis cosine of class vectors (cross-fitted, half B)"] = {
+            "header": ["axis", "cross-fitted cos"] + (["truth"] if truth_within else []),
+            "rows": [[r["axis"], r["within_cos_crossfit"]] + ([r.get("truth_cos")] if truth_within else [])
+                     for r in m3["details"]["per_axis"]]}
+    if not m2.get("not_measured"):
+        out["tables"]["H2: axis pairs (cross-fitted, disattenuated cosines)"] = {
+            "header": ["axes", "cos", "bootstrap se", "hierarchical"],
+            "rows": [[" / ".join(r["axes"]), r["cos_crossfit_disattenuated"], r["se"], r["hierarchical"]]
+                     for r in m2["details"]["pairs"]]}
+    return out
+
+
+def hierarchy_of(labels: dict[str, np.ndarray]) -> dict[tuple[str, str], bool]:
+    """(child, parent) pairs: at least 90 % of the child's labelled words fall in one class of the parent."""
+    out = {}
+    for a, ya in labels.items():
+        la = np.asarray(ya) >= 0
+        for b, yb in labels.items():
+            if a == b or la.sum() == 0:
+                continue
+            yb = np.asarray(yb)
+            for c in (0, 1):
+                if ((yb[la] == c).mean() >= 0.9) and la.sum() < (yb == c).sum() + 1:
+                    out[(a, b)] = True
+    return out
+
+
+# --- the model side -----------------------------------------------------------------------------
+
+def single_token_words(words: Any, tokenizer: Any) -> tuple[Any, list[str]]:
+    """The words that are one token with their leading space, and the multi-token ones (reported apart)."""
+    single, multi = [], []
+    for w, text in zip(words.words, words.texts):
+        (single if len(tokenizer.encode(text, add_special_tokens=False)) == 1 else multi).append(w)
+    return words.subset(single), multi
+
+
+def steering_hooks(lm: Any) -> tuple[list[str], dict[str, str]]:
+    """Hooks where a direction added at the query word still has computation downstream of it: the
+    embedding and every resid_post but the last layer's (there, nothing reads the query position again)."""
+    hooks = ["blocks.0.hook_resid_pre"] + [lm.resid_hook(i, "post") for i in range(int(lm.n_layers) - 1)]
+    hooks = [h for h in hooks if h in lm.model.hook_dict]
+    skipped = {lm.resid_hook(int(lm.n_layers) - 1, "post"):
+               "last layer's resid_post: nothing downstream of the steered (query) position reads it"}
+    return hooks, skipped
+
+
+def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: int = K_SHOTS, seed: int = 0,
+                  axes: list[str] | None = None, calibration: Calibration | None = None, progress: bool = True,
+                  side: str = "model", label: str | None = None, templates: tuple[str, ...] = NEUTRAL_TEMPLATES
+                  ) -> dict[str, Any]:
+    """All six hypotheses on a transformer (see the module docstring for the inputs of each)."""
+    from . import calibration as C
+    from .errors import DataError
+    from .extract import extract
+    from .icl import build_icl_prompts, candidate_token_ids
+    from .words import word_prompts
+
+    cal = replace(calibration or Calibration(), seed=seed).validate()
+    words = load_words(words)
+    ds, multi = single_token_words(words, lm.tokenizer)
+    use_axes, skipped = model_axes(ds, k_shots, axes)
+    if not use_axes:
+        raise DataError(f"no usable concept axis among the single-token words: {skipped}")
+    n = len(ds)
+    half_a = C.word_halves(n, seed)
+    labels = {a: ds.labels(a) for a in use_axes}
+    hooks = lm.resolve_hooks(["blocks.0.hook_resid_pre", "resid_post"])
+    _progress_line(progress, f"  {label or lm.model_id}: word representations ({n} words x {len(templates)} contexts)")
+    per_t = []
+    for t in templates:
+        acts = extract(lm, word_prompts(ds, t), hooks, position="word", progress=False)
+        per_t.append({h: np.asarray(acts[h], dtype=np.float64) for h in hooks})
+    R_tokens = {h: np.stack([p[h] for p in per_t]) for h in hooks}
+    R = {h: R_tokens[h].mean(0) for h in hooks}
+    res = measure_words(R, labels, half_a, cal, R_tokens=R_tokens, hierarchy=hierarchy_of(labels))
+    out = {"side": side, "label": label or lm.model_id, "identity": lm.identity(),
+           "data": {"words": words.source, "words_data_hash": words.data_hash, "n_words_single_token": n,
+                    "multi_token_words": multi, "axes": use_axes, "axes_skipped": skipped,
+                    "templates": list(templates), "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "seed": seed,
+                    "half_a_words": [w for w, a in zip(ds.words, half_a) if a]},
+           "not_measured": {f"axis {a}": why for a, why in skipped.items()}, **res}
+    if multi:
+        out["not_measured"]["multi-token words"] = (f"{len(multi)} words are several tokens with their leading space; "
+                                                    "H1-H4 use single-token words only (suffix tokens and shifted "
+                                                    "positions would leak class)")
+    # ICL prompts: one task per axis; prompts belong to their query word's half
+    widx = {w: i for i, w in enumerate(ds.words)}
+    prompts: dict[str, list] = {"natural": [], "symbol": []}
+    axis_of: dict[str, list] = {"natural": [], "symbol": []}
+    for a in use_axes:
+        for mode in ("natural", "symbol"):
+            ps = build_icl_prompts(ds, a, k=k_shots, n_prompts=n_prompts, label_mode=mode, seed=seed)
+            prompts[mode] += ps
+            axis_of[mode] += [a] * len(ps)
+    _progress_line(progress, f"  {label or lm.model_id}: attention ({sum(map(len, prompts.values()))} ICL prompts)")
+    from .attention import demo_attention
+
+    modes = {}
+    for mode in ("natural", "symbol"):
+        da = demo_attention(lm, prompts[mode], source="final", part="word", progress=False)
+        q = np.array([widx[p.meta["query_word"]] for p in prompts[mode]])
+        modes[mode] = {"mass": da["mass"], "match": da["match"], "half_a": half_a[q], "cluster": q}
+    m5 = C.h5_attention(modes, floor=H5_MIN_DEMO_MASS, n_perm=cal.permutations, n_boot=cal.n_boot, seed=seed)
+    out["measurements"]["H5"] = m5
+    exc, mass = C._head_excess(modes["natural"]["mass"], modes["natural"]["match"],
+                               np.flatnonzero(~modes["natural"]["half_a"]))
+    out["details"]["attention_excess"] = exc
+    out["details"]["attention_demo_mass"] = mass
+    out["details"]["attention_source"] = "final (prediction position)"
+    # H6: steer the query word of natural-label prompts
+    steer_axes = []
+    for a in use_axes:
+        first = prompts["natural"][axis_of["natural"].index(a)]
+        try:
+            candidate_token_ids(lm.tokenizer, first.meta["candidates"])
+            steer_axes.append(a)
+        except DataError as e:
+            out["not_measured"][f"steering {a}"] = str(e)
+    shooks, sk = steering_hooks(lm)
+    out["details"]["steering_hooks_skipped"] = sk
+    if len(steer_axes) < 2 or not shooks:
+        out["measurements"]["H6"] = C.not_measured(
+            "needs at least 2 axes with single-token natural labels" if len(steer_axes) < 2 else
+            "no hook with computation downstream of the steered position")
+        return out
+    sp = [(p, a) for p, a in zip(prompts["natural"], axis_of["natural"]) if a in steer_axes]
+    sprompts = [p for p, _ in sp]
+    paxis = np.array([a for _, a in sp])
+    q = np.array([widx[p.meta["query_word"]] for p in sprompts])
+    _progress_line(progress, f"  {label or lm.model_id}: steering response ({len(sprompts)} prompts x {len(shooks)} hooks)")
+    from .steering import steer_outputs, steering_gradients
+
+    g = steering_gradients(lm, sprompts, shooks, position="query")
+    norms = {h: float(np.median(np.linalg.norm(g["acts"][h], axis=1))) for h in shooks}
+    m6 = C.h6_steering(g["grads"], norms, {h: R[h] for h in shooks}, labels, half_a, paxis, half_a[q], q,
+                       steer_axes, n_null=cal.n_null_directions, n_boot=cal.n_boot, seed=seed)
+    _dose_response_into(m6, lambda hook, V, rows: steer_outputs(lm, [sprompts[i] for i in rows], hook, V,
+                                                                position="query", batch_size=64),
+                        paxis, half_a[q], steer_axes)
+    out["measurements"]["H6"] = m6
+    return out
+
+
+def _dose_response_into(m6: dict[str, Any], steer: Callable, paxis: np.ndarray, prompt_half_a: np.ndarray,
+                        axes: list[str]) -> None:
+    """Real steered forwards at H6's chosen hook on half-B prompts, several alpha of both signs."""
+    from .calibration import dose_response
+
+    if m6.get("not_measured"):
+        return
+    d = m6["details"]
+    hook, norm = d["hook"], d["norm"]
+    rows = np.concatenate([np.flatnonzero(~prompt_half_a & (paxis == a))[:DOSE_PROMPTS_PER_AXIS] for a in axes])
+    V = np.stack([alpha * norm * np.asarray(d["directions"][a]) for a in axes for alpha in DOSE_ALPHAS])
+    base, steered = steer(hook, V, rows)
+    dr = dose_response(base, steered, DOSE_ALPHAS, paxis[rows], axes)
+    dr["added_norm_unit"] = norm
+    d["dose_response"] = dr
+    m6["conditions"].append({"ok": bool(_finite(dr["specificity"]) and dr["specificity"] > 0),
+                             "text": f"dose-response over alpha {list(DOSE_ALPHAS)} x typical norm (real steered "
+                                     f"forwards, half B): specificity {_fmt(dr['specificity'])} (must be > 0)"})
+
+
+# --- the toy side -------------------------------------------------------------------------------
+
+TOY_PROBE_HOOKS = ("blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.0.mlp.hook_post")
+TOY_STEER_HOOK = "blocks.0.hook_resid_pre"
+
+
+def _subset_batch(b: Any, idx: np.ndarray) -> Any:
+    """Rows ``idx`` of a toy ProbeBatch (every per-prompt field)."""
+    import torch
+
+    if hasattr(b, "subset"):
+        return b.subset(idx)
+    m = int(b.inputs.shape[0])
+    idx = np.asarray(idx)
+    meta = {k: (np.asarray(v)[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (m,) else v) for k, v in b.meta.items()}
+    return replace(b, inputs=b.inputs[torch.as_tensor(idx)], target=np.asarray(b.target)[idx],
+                   axis_labels={a: np.asarray(v)[idx] for a, v in b.axis_labels.items()},
+                   groups=np.asarray(b.groups)[idx],
+                   demo_match=None if b.demo_match is None else np.asarray(b.demo_match)[idx], meta=meta)
+
+
+def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, calibration: Calibration | None = None,
+                progress: bool = True, side: str = "toy", label: str | None = None) -> dict[str, Any]:
+    """All six hypotheses on a toy run (fresh prompts from its own generator; each query its own word type)."""
+    from . import calibration as C
+    from .extract import extract
+    from .geometry import toy_truth_geometry
+    from .models import toy_loaded_model
+
+    cal = replace(calibration or Calibration(), seed=seed).validate()
+    lm = toy_loaded_model(run)
+    batch = run.probe_batch(n, seed)
+    hooks = toy_probe_hooks(lm)
+    acts = extract(lm, batch, hooks, position="last", progress=False)
+    R = {h: np.asarray(acts[h], dtype=np.float64).reshape(n, -1) for h in hooks}
+    labels = {a: np.asarray(y) for a, y in batch.axis_labels.items()}
+    half_a = C.word_halves(n, seed)
+    truth = None
+    try:
+        tg = toy_truth_geometry(run)
+        truth = {a: w["cos_class_means"] for a, w in (tg.get("within_axis") or {}).items()}
+    except Exception:  # settings without a dictionary of class means
+        tg = {}
+    res = measure_words(R, labels, half_a, cal, truth_within=truth)
+    out = {"side": side, "label": label or f"toy ({run.setting})", "identity": _identity_toy(run),
+           "data": {"generator": f"{run.setting} probe_batch", "n_prompts": n, "seed": seed,
+                    "data_hash": acts.meta.get("data_hash"), "axes": list(labels),
+                    "word_types": "each prompt's query is its own word type (continuous toy words)"},
+           "not_measured": {}, **res}
+    out["identity"]["model"] = lm.identity()
+    out["details"]["h1_note"] = ("the toy's input hook (blocks.0.hook_resid_pre) carries the dictionary by "
+                                 "construction, so H1-H4 there restate the data model; the hook chosen on half A is "
+                                 "reported with every value")
+    if truth:
+        out["details"]["truth_within_cos"] = truth
+    if tg.get("truth_names"):
+        out["details"]["truth_axis_cosines"] = {"axes": tg["truth_names"], "cosines": tg["truth_cos"]}
+    # H5: the query row (the toy predicts there)
+    from .attention import demo_attention
+
+    if batch.demo_match is not None:
+        da = demo_attention(lm, batch, progress=False)
+        modes = {"toy": {"mass": da["mass"], "match": da["match"], "half_a": half_a, "cluster": np.arange(n)}}
+        out["measurements"]["H5"] = C.h5_attention(modes, floor=H5_MIN_DEMO_MASS, n_perm=cal.permutations,
+                                                   n_boot=cal.n_boot, seed=seed)
+        exc, mass = C._head_excess(da["mass"], da["match"], np.flatnonzero(~half_a))
+        out["details"]["attention_excess"] = exc
+        out["details"]["attention_source"] = "query row (the toy's prediction row)"
+    else:
+        out["measurements"]["H5"] = C.not_measured(f"the {run.setting} setting defines no matching demonstrations")
+    # H6: steer the query word's input
+    task = (batch.meta or {}).get("task_concept")
+    if getattr(run.config, "mapping_mode", "fixed") != "fixed":
+        out["measurements"]["H6"] = C.not_measured(
+            "the toy's label mapping is drawn per prompt (mapping_mode != fixed), so a direction cannot move the "
+            "output label consistently")
+    elif task is None or TOY_STEER_HOOK not in R:
+        out["measurements"]["H6"] = C.not_measured("the setting records no task concept per prompt")
+    else:
+        from .steering import steer_outputs, steering_gradients
+
+        paxis = np.array([f"concept_{int(t)}" for t in np.asarray(task)])
+        axes = [a for a in labels if (paxis == a).sum() >= 4 and a in labels]
+        keep = np.isin(paxis, axes)
+        rows = np.flatnonzero(keep)
+        sb = _subset_batch(batch, rows)
+        g = steering_gradients(lm, sb, [TOY_STEER_HOOK])
+        norms = {TOY_STEER_HOOK: float(np.median(np.linalg.norm(g["acts"][TOY_STEER_HOOK], axis=1)))}
+        m6 = C.h6_steering(g["grads"], norms, {TOY_STEER_HOOK: R[TOY_STEER_HOOK]}, labels, half_a, paxis[rows],
+                           half_a[rows], rows, axes, n_null=cal.n_null_directions, n_boot=cal.n_boot, seed=seed)
+        _dose_response_into(m6, lambda hook, V, r: steer_outputs(lm, _subset_batch(sb, r), hook, V),
+                            paxis[rows], half_a[rows], axes)
+        out["measurements"]["H6"] = m6
+    return out
+
+
+# --- null models --------------------------------------------------------------------------------
+
+def null_model_values(make: Callable[[int], Any], measure: Callable[[Any, int], dict[str, Any]], n: int,
+                      progress: bool = False, what: str = "") -> dict[str, dict[str, Any]] | None:
+    """Run ``measure`` on ``n`` null models ``make(i)`` and collect, per hypothesis, their values and verdicts."""
+    if n <= 0:
+        return None
+    per: dict[str, dict[str, Any]] = {h.id: {"n": 0, "values": [], "statuses": []} for h in HYPOTHESES}
+    for i in range(n):
+        _progress_line(progress, f"  null model {i + 1}/{n} ({what}): random init, same pipeline")
+        side = measure(make(i), i)
+        vs = judge_side(side, "null")
+        for h in HYPOTHESES:
+            m = side["measurements"].get(h.id) or {}
+            per[h.id]["n"] += 1
+            per[h.id]["values"].append(m.get("value") if _finite(m.get("value")) else None)
+            per[h.id]["statuses"].append(vs[h.id]["status"])
+    for h in HYPOTHESES:
+        per[h.id]["false_pass"] = sum(s == PASS for s in per[h.id]["statuses"])
+    return per
+
+
+def random_init_model(lm: Any, seed: int, workdir: str | os.PathLike) -> Any:
+    """A random-init copy of transformer ``lm`` (library default init, same config and tokenizer), loaded
+    through the same loader (`path:DIR`)."""
+    from .controls import write_random_init
+    from .models import load_model
+
+    d = write_random_init(lm, Path(workdir) / f"null_model_{seed}", seed=seed)
+    return load_model(f"path:{d}", compatibility_mode=bool(lm.processing.get("compatibility_mode")))
+
+
+def random_init_toy(run: Any, i: int) -> Any:
+    """The run's setting and config, trained for 0 steps with another seed: the toy's random-init null."""
+    from toy.api import get_setting
+
+    cfg = replace(run.config, steps=0, seed=int(getattr(run.config, "seed", 0)) + 1000 + i)
+    return get_setting(run.setting).train(cfg, out_dir=None, progress=False)
+
+
+# --- kept helpers -------------------------------------------------------------------------------
 
 def cosine_structure(cos: np.ndarray, dim: int) -> dict[str, Any]:
     """Scale-free summaries of an axis-by-axis cosine matrix (comparable across spaces): off-diagonal |cos|
@@ -127,163 +520,6 @@ def geometry_similarity(toy: dict[str, Any], model: dict[str, Any],
     return out
 
 
-def build_comparison(toy_side: dict[str, Any] | None, model_side: dict[str, Any] | None,
-                     meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Verdicts for both sides, the similarity section, and everything the report needs."""
-    sides = {"toy": toy_side, "model": model_side}
-    verdicts: dict[str, dict[str, dict[str, Any]]] = {}
-    for h in HYPOTHESES:
-        verdicts[h.id] = {}
-        for name, side in sides.items():
-            if side is None:
-                missing = (meta or {}).get(f"{name}_missing")
-                # one short reason per verdict line; the full message and the fix are said once, in meta
-                why = f"{missing.split(': ', 1)[0]}; see 'missing' below" if missing else "this side was not run"
-                side = {"side": name, "label": name, "values": {}, "not_measured": {h.metric: why}}
-            verdicts[h.id][name] = verdict(h, side)
-    comp = {
-        "format": 1,
-        "hypotheses": [asdict(h) for h in HYPOTHESES],
-        "verdicts": verdicts,
-        "toy": toy_side,
-        "model": model_side,
-        "meta": dict(meta or {}),
-    }
-    if toy_side is not None and model_side is not None:
-        comp["similarity"] = geometry_similarity(toy_side, model_side, verdicts)
-    else:
-        comp["similarity"] = None
-    comp["complete"] = toy_side is not None and model_side is not None
-    return comp
-
-
-# --- measurements shared by both sides ----------------------------------------------------------
-
-# Sizes: the toy side uses `TOY_N` fresh prompts from the run's own generator; the model side uses
-# `n_prompts` ICL prompts per axis. `QUICK` shrinks both (smoke tests; numbers not meaningful).
-TOY_N = 1024
-N_FOLDS = 4
-QUICK_TOY_N = 256
-QUICK_N_PROMPTS = 12
-QUICK_N_AXES = 3
-QUICK_STEER_RANDOM = 1
-STEER_N_MODEL = 8      # ICL prompts per axis that are steered on the model side (forward passes are costly)
-STEER_N_TOY = 64       # toy prompts per concept that are steered
-STEER_RANDOM = 3       # random directions in the control
-
-
-def _binary_axes(labels_by_axis: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {a: y for a, y in labels_by_axis.items() if len(np.unique(y[y >= 0])) == 2}
-
-
-def measure_representation(acts: dict[str, np.ndarray], labels_by_axis: dict[str, np.ndarray],
-                           groups: np.ndarray, *, seed: int = 0, n_folds: int = N_FOLDS,
-                           progress: bool = False, truth: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """H1-H4 from activations `acts` (hook -> [n, d]) and labels (axis -> class ids [n], -1 unlabelled).
-
-    Identical code for the toy and for a transformer, so the numbers are matched. Returns a partial side:
-    {"values", "details", "tables", "not_measured"}.
-    """
-    import warnings
-
-    from tqdm.auto import tqdm
-
-    from . import geometry
-    from .errors import DataError
-    from .evaluate import layer_sweep
-
-    hooks = list(acts)
-    values: dict[str, Any] = {}
-    details: dict[str, Any] = {"hooks": hooks}
-    not_measured: dict[str, str] = {}
-    tables: dict[str, Any] = {}
-
-    # H1: probes at every hook, per axis
-    rows_by_axis: dict[str, list[dict]] = {}
-    skipped: dict[str, str] = {}
-    for axis in tqdm(list(labels_by_axis), desc="probing axes", disable=not progress):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                rows_by_axis[axis] = layer_sweep(acts, labels_by_axis[axis], groups, probes=("logistic",),
-                                                 n_folds=n_folds, seed=seed, concept=axis,
-                                                 truth=None if truth is None else truth.get(axis))
-        except DataError as e:
-            skipped[axis] = str(e)
-    details["skipped_axes"] = skipped
-    if not rows_by_axis:
-        why = "no axis has enough labelled examples for grouped folds" + (f" ({next(iter(skipped.values()))})" if skipped else "")
-        for k in ("selectivity", "mean_abs_cos", "frac_within_positive", "additivity_r2"):
-            not_measured[k] = why
-        return {"values": values, "details": details, "tables": tables, "not_measured": not_measured}
-    axes = list(rows_by_axis)
-    sel = np.array([[r["selectivity"] for r in rows_by_axis[a]] for a in axes])       # [axes, hooks]
-    acc = np.array([[r["accuracy"] for r in rows_by_axis[a]] for a in axes])
-    ctl = np.array([[r["control_accuracy"] for r in rows_by_axis[a]] for a in axes])
-    details["layer_curve"] = {"layers": hooks, "accuracy": acc.mean(0), "control_accuracy": ctl.mean(0),
-                              "selectivity": sel.mean(0)}
-    details["sweep_rows"] = [r for a in axes for r in rows_by_axis[a]]
-    best_i = int(np.argmax(sel.mean(0)))
-    best_hook = hooks[best_i]
-    details["best_hook"] = best_hook
-    per_axis_best = sel.max(1)
-    values["selectivity"] = float(per_axis_best.mean())
-    values["accuracy_at_best_hook"] = float(acc[:, best_i].mean())
-    tables["probes per axis (best hook by selectivity)"] = {
-        "header": ["axis", "best hook", "accuracy", "control accuracy", "selectivity", "truth cosine"],
-        "rows": [[a, hooks[int(np.argmax(sel[i]))], float(acc[i, int(np.argmax(sel[i]))]),
-                  float(ctl[i, int(np.argmax(sel[i]))]), float(sel[i].max()),
-                  rows_by_axis[a][int(np.argmax(sel[i]))].get("truth_cosine")] for i, a in enumerate(axes)],
-    }
-    if skipped:
-        not_measured["axes skipped"] = "; ".join(f"{a}: {why}" for a, why in skipped.items())
-
-    # H2-H4 at the best hook
-    X = np.asarray(acts[best_hook], dtype=np.float64)
-    details["dim"] = int(X.shape[1])
-    binary = _binary_axes({a: np.asarray(labels_by_axis[a]) for a in axes})
-    if len(binary) >= 2:
-        dirs = geometry.concept_directions(X, binary, method="mass-mean")
-        names, M = geometry.cosine_matrix(dirs)
-        summ = geometry.orthogonality_summary(M, d=X.shape[1])
-        details["axes"], details["axis_cosines"] = names, M
-        details["orthogonality"] = summ
-        values["mean_abs_cos"] = summ["mean_abs_offdiag"]
-        values["mean_abs_cos_random"] = summ.get("random_mean_abs")
-    else:
-        not_measured["mean_abs_cos"] = f"needs at least 2 binary axes with enough examples; have {len(binary)}"
-    if binary:
-        within, centers = {}, {}
-        for a, y in binary.items():
-            # reference: the mean of the examples that do NOT carry this axis (the background), so the
-            # concept-common part shared by both classes stays in; the grand mean if every example is labelled
-            background = y < 0
-            if background.sum() >= 2:
-                center, centers[a] = X[background].mean(0), "background"
-            else:
-                center, centers[a] = X.mean(0), "grand mean"
-            w = geometry.within_axis_geometry(X, y, center=center, axis=a)
-            within[a] = w["cos_class_means_centered"]
-        details["within_cos"] = within
-        details["within_center"] = centers
-        vals = np.array([v for v in within.values() if _finite(v)])
-        values["frac_within_positive"] = float((vals > 0).mean()) if len(vals) else None
-        tables["within-axis cosine of centred class means (best hook)"] = {
-            "header": ["axis", "cos(mean class 0, mean class 1), centred", "centred on"],
-            "rows": [[a, v, centers[a]] for a, v in within.items()]}
-    else:
-        not_measured["frac_within_positive"] = "no binary axis with enough examples"
-    try:
-        add = geometry.additivity_r2(X, {a: np.asarray(labels_by_axis[a]) for a in axes}, groups, seed=seed,
-                                     n_splits=min(5, len(np.unique(groups))))
-        details["additivity"] = add
-        values["additivity_r2"] = add["r2"]
-        values["additivity_r2_shuffled"] = add["r2_shuffled"]
-    except DataError as e:
-        not_measured["additivity_r2"] = str(e)
-    return {"values": values, "details": details, "tables": tables, "not_measured": not_measured}
-
-
 def _identity_toy(run: Any) -> dict[str, Any]:
     cfg = run.config
     cfg_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else asdict(cfg)
@@ -295,7 +531,6 @@ def _identity_toy(run: Any) -> dict[str, Any]:
 # The toy's residual-stream-like points, matched to GPT-2's residual stream: the input (query word),
 # the attention output (the toy has no residual connection) and the MLP activations. Internal
 # projections (hook_q, hook_z, mlp.hook_pre) are left out, as GPT-2's are.
-TOY_PROBE_HOOKS = ("blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.0.mlp.hook_post")
 
 
 def toy_probe_hooks(lm: Any) -> list[str]:
@@ -306,160 +541,6 @@ def toy_probe_hooks(lm: Any) -> list[str]:
     if not names:
         raise HookError(f"the toy model has none of the hooks {list(TOY_PROBE_HOOKS)}; its hooks: {lm.hook_names()}")
     return names
-
-
-def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, steer_random: int = STEER_RANDOM,
-                progress: bool = True) -> dict[str, Any]:
-    """All six hypotheses on a toy run (fresh prompts from its own generator, truth known)."""
-    from .extract import extract
-    from .models import toy_loaded_model
-
-    lm = toy_loaded_model(run)
-    batch = run.probe_batch(n, seed)
-    hooks = toy_probe_hooks(lm)
-    acts = extract(lm, batch, hooks, position="last", progress=progress)
-    X = {h: np.asarray(acts[h]).reshape(n, -1) for h in hooks}
-    labels = {a: np.asarray(y) for a, y in batch.axis_labels.items()}
-    truth = run.truth_directions()
-    side = measure_representation(X, labels, np.asarray(batch.groups), seed=seed, progress=progress, truth=truth)
-    side.update(side="toy", label=f"toy ({run.setting})", identity=_identity_toy(run),
-                data={"generator": f"{run.setting} probe_batch", "n_prompts": n, "seed": seed,
-                      "data_hash": acts.meta.get("data_hash"), "axes": list(labels)})
-    side["identity"]["model"] = lm.identity()
-
-    # truth: how well the estimated directions at the input hook recover the true ones
-    if truth and "axis_cosines" in side["details"]:
-        from . import geometry
-
-        names, M = geometry.cosine_matrix(truth)
-        side["details"]["truth_axis_cosines"] = {"axes": names, "cosines": M}
-
-    # H5: attention of the query row over the demonstrations
-    if batch.demo_match is not None:
-        from .attention import correct_attention
-
-        res = correct_attention(lm, batch, sources=("query",), progress=False)
-        _attention_into_side(side, res, "query")
-    else:
-        side["not_measured"]["attention_excess"] = f"the {run.setting} setting defines no matching demonstrations"
-
-    _toy_steering(side, lm, run, batch, X, labels, seed, steer_random)
-    return side
-
-
-def _attention_into_side(side: dict[str, Any], res: dict[str, Any], source: str) -> None:
-    """H5 value = max over layers and heads of excess_share (share on matching demos - base share)."""
-    from .attention import top_heads
-
-    r = res[source]
-    E = np.asarray(r["excess_share"], dtype=float)
-    if not np.isfinite(E).any():
-        side["not_measured"]["attention_excess"] = "no head put attention mass on the demonstrations"
-        return
-    top = top_heads(res, k=5, source=source, metric="excess_share")
-    side["values"]["attention_excess"] = top[0]["value"]
-    side["details"]["attention_excess"] = E
-    side["details"]["attention"] = {"source": source, "base_share": r["base_share"], "top_heads": top,
-                                    "layers": res["layers"]}
-    side["tables"][f"attention from the {source} row: top heads"] = {
-        "header": ["layer", "head", "share on matching demos", "base share", "excess share", "mass on matching"],
-        "rows": [[t["layer"], t["head"], t["share"], r["base_share"], t["excess_share"], t["mass_match"]]
-                 for t in top]}
-
-
-# --- H6: steering specificity -------------------------------------------------------------------
-
-
-
-def steering_specificity(lm: Any, prompts_by_axis: dict[str, Any], X: np.ndarray, labels_by_axis: dict[str, np.ndarray],
-                         hook: str, axes: list[str], *, seed: int = 0, n_random: int | None = None,
-                         progress: bool = False) -> dict[str, Any]:
-    """H6 through `probekit.steering.steering_effect`: for each axis, add its mass-mean direction at `hook`
-    (query position) with a norm equal to the class-mean gap; target slope minus mean |off-target slope|,
-    against `STEER_RANDOM` random directions of the same norm. Means over axes."""
-    from .steering import steering_effect
-
-    per_axis = {}
-    for a in axes:
-        y = labels_by_axis[a]
-        gap = X[y == 1].mean(0) - X[y == 0].mean(0)
-        norm = float(np.linalg.norm(gap))
-        if not np.isfinite(norm) or norm < 1e-12:
-            continue
-        r = steering_effect(lm, prompts_by_axis, gap, a, hook=hook, position="query", alphas=(0.0, norm),
-                            scale="unit", n_random=STEER_RANDOM if n_random is None else n_random, seed=seed,
-                            progress=progress)
-        per_axis[a] = {"on_target": r["target_slope"], "off_target": r["off_target_mean_abs_slope"],
-                       "specificity": r["specificity"],
-                       "random_on_target": float(np.mean(r["random"]["target_slope"])),
-                       "random_off_target": float(np.mean(r["random"]["off_target_mean_abs_slope"])),
-                       "random_specificity": r["random"]["specificity_mean"], "norm": norm,
-                       "beats_random": r["beats_random"]}
-    if not per_axis:
-        return {"per_axis": {}}
-    return {"per_axis": per_axis, "hook": hook,
-            "specificity": float(np.mean([v["specificity"] for v in per_axis.values()])),
-            "random_specificity": float(np.mean([v["random_specificity"] for v in per_axis.values()]))}
-
-
-def _steering_into_side(side: dict[str, Any], res: dict[str, Any], unit: str) -> None:
-    if not res.get("per_axis"):
-        side["not_measured"]["steering_specificity"] = "no axis had both on-target and off-target prompts"
-        return
-    side["values"]["steering_specificity"] = res["specificity"]
-    side["values"]["steering_specificity_random"] = res["random_specificity"]
-    side["details"]["steering"] = res
-    side["tables"][f"steering at {res['hook']} (effects in {unit})"] = {
-        "header": ["axis", "on-target", "off-target", "specificity", "random on", "random off", "random specificity"],
-        "rows": [[a, v["on_target"], v["off_target"], v["specificity"], v["random_on_target"],
-                  v["random_off_target"], v["random_specificity"]] for a, v in res["per_axis"].items()]}
-
-
-def _toy_steering(side, lm, run, batch, X, labels, seed, steer_random) -> None:
-    """H6 on the toy: steer the query word at the input hook; output f (logit of label +1)."""
-    from .errors import DataError
-    from .steering import split_probe_batch
-
-    hook = "blocks.0.hook_resid_pre"
-    if hook not in X:
-        side["not_measured"]["steering_specificity"] = f"the toy has no {hook}"
-        return
-    try:
-        by_axis = split_probe_batch(batch)
-    except DataError as e:
-        side["not_measured"]["steering_specificity"] = str(e)
-        return
-    if getattr(run.config, "mapping_mode", "fixed") != "fixed":
-        side["not_measured"]["steering_specificity"] = (
-            "the toy's label mapping is drawn per prompt (mapping_mode != fixed), so a direction cannot move "
-            "the output label consistently")
-        return
-    by_axis = {a: _subset_batch(b, STEER_N_TOY) for a, b in by_axis.items()}
-    axes = [a for a in _binary_axes(labels) if a in by_axis]
-    res = steering_specificity(lm, by_axis, X[hook], labels, hook, axes, seed=seed, n_random=steer_random)
-    _steering_into_side(side, res, "slope of f per unit of added norm")
-
-
-def _subset_batch(b: Any, n: int) -> Any:
-    import torch
-    from dataclasses import replace
-
-    m = int(b.inputs.shape[0])
-    if m <= n:
-        return b
-    idx = np.arange(n)
-    meta = {k: (np.asarray(v)[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (m,) else v) for k, v in b.meta.items()}
-    return replace(b, inputs=b.inputs[torch.as_tensor(idx)], target=np.asarray(b.target)[idx],
-                   axis_labels={a: np.asarray(v)[idx] for a, v in b.axis_labels.items()},
-                   groups=np.asarray(b.groups)[idx],
-                   demo_match=None if b.demo_match is None else np.asarray(b.demo_match)[idx], meta=meta)
-
-
-# --- orchestration ------------------------------------------------------------------------------
-
-# `--quick`: a reduced toy (learns its task in seconds) and fewer prompts; a smoke test only.
-QUICK_TOY_OVERRIDES = ("d=32", "K=4", "L_train=8", "L_test=8", "steps=800", "batch_size=64", "n_test=256",
-                       "n_test_log=128", "n_bayes=2000", "n_noise_probe=16", "log_every=50")
 
 
 def _toy_config(overrides: Any, quick: bool):
@@ -488,85 +569,6 @@ def json_roundtrip(obj: Any) -> Any:
 
     return json.loads(json.dumps(to_jsonable(obj)))
 
-
-def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.PathLike = "runs/compare", *,
-                   toy_overrides: Any = (), toy_quick: bool = False, quick: bool = False,
-                   compatibility_mode: bool = False, words: str | os.PathLike | None = "",
-                   n_prompts: int = 64, k_shots: int = 4, seed: int = 0, toy_n: int | None = None,
-                   axes: list[str] | None = None, progress: bool = True, model_required: bool = True) -> dict[str, Any]:
-    """Everything: (load or train) the toy, load the model, measure both, write the report.
-
-    toy_run         a ToyRun, a run directory, or None (train the concept toy into OUT/toy, or reuse
-                    OUT/toy when it already holds a run with the same config)
-    model           a model spec ("gpt2", "path:DIR"), a LoadedModel, or None (toy half only)
-    model_required  True: a model that cannot be loaded raises ModelLoadError before any work.
-                    False (demo): the toy half runs and the report says what is missing and the fix.
-    Returns the comparison dict (also written to OUT/comparison.json).
-    """
-    from toy.api import get_setting, load_run
-
-    from .errors import ModelLoadError
-
-    out = Path(out_dir)
-    if quick:
-        n_prompts = min(n_prompts, QUICK_N_PROMPTS)
-    toy_n = toy_n or (QUICK_TOY_N if quick else TOY_N)
-    # --- validate everything cheap before any work
-    cfg = None
-    if toy_run is None:
-        cfg = _toy_config(toy_overrides, toy_quick)
-    elif isinstance(toy_run, (str, os.PathLike)):
-        toy_run = load_run(toy_run)
-    word_data = None
-    if model is not None:
-        word_data = load_words(words)
-    loaded, model_missing, fix = None, None, None
-    if isinstance(model, str):
-        from .models import fix_command, load_model
-
-        try:
-            loaded = load_model(model, compatibility_mode=compatibility_mode)
-        except ModelLoadError as e:
-            if model_required:
-                raise
-            model_missing = str(e)
-            fix = fix_command(model) if not model.startswith(("path:", "toy:", "/", ".")) else None
-    elif model is not None:
-        loaded = model
-    # --- the toy half
-    if toy_run is None:
-        run_dir = out / "toy"
-        if _same_config(run_dir, cfg):
-            toy_run = load_run(run_dir)
-            if progress:
-                print(f"reusing the toy run in {run_dir} (same config)")
-        else:
-            toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
-    steer_random = QUICK_STEER_RANDOM if quick else STEER_RANDOM
-    toy_side = measure_toy(toy_run, n=toy_n, seed=seed, steer_random=steer_random, progress=progress)
-    # --- the model half
-    model_side = None
-    if loaded is not None:
-        if quick and not axes:
-            axes = model_axes(word_data, k_shots)[0][:QUICK_N_AXES]
-        model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
-                                   axes=axes or None, steer_random=steer_random, progress=progress)
-    from toy.runio import library_versions
-
-    meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick), "steer_random": steer_random,
-            "model_requested": model if isinstance(model, str) else getattr(loaded, "model_id", None),
-            "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "toy_n": toy_n}
-    if model_missing:
-        meta["model_missing"] = model_missing
-        meta["fix"] = fix or "pass a model that loads (e.g. --model path:DIR with a save_pretrained folder)"
-    comp = build_comparison(toy_side, model_side, meta)
-    from .report import write_report
-
-    write_report(comp, out)
-    return comp
-
-
-# --- the model side -----------------------------------------------------------------------------
 
 def load_words(words: Any = "") -> Any:
     """A WordDataset: the given one, a CSV path, or the bundled data/words.csv ("" / None)."""
@@ -597,65 +599,211 @@ def model_axes(words: Any, k_shots: int, axes: list[str] | None = None) -> tuple
     return ok, skipped
 
 
-def measure_model(lm: Any, words: Any, *, n_prompts: int = 64, k_shots: int = 4, seed: int = 0,
-                  axes: list[str] | None = None, label_mode: str = "natural", steer_n: int = STEER_N_MODEL,
-                  steer_random: int = STEER_RANDOM, progress: bool = True) -> dict[str, Any]:
-    """All six hypotheses on a transformer, from ICL prompts built from the word data (one task per axis).
+# --- verdicts for every side --------------------------------------------------------------------
 
-    Representations: the residual stream (embedding + every layer) at the last token of the query word.
-    Each prompt's query word is labelled on EVERY axis it carries in the word data (multi-concept words),
-    groups = query word (held-out words in every split).
+SIDES = ("toy", "model")
+CONTROL_SIDES = ("control_planted", "control_random")
+
+
+def controls_summary(verdicts: dict[str, dict[str, Any]], planted: str = "control_planted",
+                     random: str = "control_random") -> dict[str, Any] | None:
+    """"recovered what was planted: k/6; false PASS on random init: m/6" from the control sides' verdicts."""
+    have = [s for s in (planted, random) if any(s in verdicts[h.id] for h in HYPOTHESES)]
+    if not have:
+        return None
+    out: dict[str, Any] = {}
+    parts = []
+    if planted in have:
+        k = sum(verdicts[h.id][planted]["status"] == PASS for h in HYPOTHESES)
+        out["recovered"] = k
+        parts.append(f"recovered what was planted: {k}/{len(HYPOTHESES)}")
+    if random in have:
+        m = sum(verdicts[h.id][random]["status"] == PASS for h in HYPOTHESES)
+        out["false_pass_random_init"] = m
+        parts.append(f"false PASS on random init: {m}/{len(HYPOTHESES)}")
+    out["text"] = "; ".join(parts)
+    return out
+
+
+def build_comparison(toy_side: dict[str, Any] | None, model_side: dict[str, Any] | None,
+                     meta: dict[str, Any] | None = None, *, controls: dict[str, dict[str, Any]] | None = None,
+                     alpha: float = ALPHA) -> dict[str, Any]:
+    """Verdicts for every side (toy, model, and any ground-truth control sides), the similarity section,
+    and everything the report needs."""
+    meta = dict(meta or {})
+    sides = {"toy": toy_side, "model": model_side, **(controls or {})}
+    verdicts: dict[str, dict[str, dict[str, Any]]] = {h.id: {} for h in HYPOTHESES}
+    for name, side in sides.items():
+        missing = meta.get(f"{name}_missing")
+        why = f"{missing.split(': ', 1)[0]}; see 'missing' below" if missing else "this side was not run"
+        vs = judge_side(side, name, alpha=alpha, missing=why,
+                        require_null_models=side is not None and side.get("identity", {}).get("kind") == "transformer")
+        for hid, v in vs.items():
+            verdicts[hid][name] = v
+    comp = {
+        "format": 2,
+        "hypotheses": [asdict(h) for h in HYPOTHESES],
+        "alpha": alpha,
+        "verdicts": verdicts,
+        "toy": toy_side,
+        "model": model_side,
+        "controls": {**(controls or {}), "summary": controls_summary(verdicts)} if controls else None,
+        "meta": meta,
+    }
+    comp["similarity"] = (geometry_similarity(toy_side, model_side, verdicts)
+                          if toy_side is not None and model_side is not None else None)
+    comp["complete"] = toy_side is not None and model_side is not None
+    return comp
+
+
+# --- orchestration ------------------------------------------------------------------------------
+
+# `--quick`: a reduced toy (learns its task in seconds) and fewer prompts; a smoke test only.
+QUICK_TOY_OVERRIDES = ("d=32", "K=4", "L_train=8", "L_test=8", "steps=800", "batch_size=64", "n_test=256",
+                       "n_test_log=128", "n_bayes=2000", "n_noise_probe=16", "log_every=50")
+
+
+def check_calibration_args(null_models: Any, permutations: Any, alpha: Any) -> None:
+    """Refuse bad calibration arguments before any work (the CLI maps ProbekitError to exit 2)."""
+    from .errors import ProbekitError
+
+    for name, v in (("--null-models", null_models), ("--permutations", permutations)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ProbekitError(f"{name} {v!r}: must be an integer >= 0 (0 turns that kind of null off)")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0 < float(alpha) < 1):
+        raise ProbekitError(f"--alpha {alpha!r}: must be a number in (0, 1), e.g. 0.05")
+
+
+def measure_controls(words: Any, workdir: Path, *, cal: Calibration, n_prompts: int, k_shots: int, seed: int,
+                     axes: list[str] | None, progress: bool) -> dict[str, dict[str, Any]]:
+    """The model half on two small ground-truth controls (one planted with geometry and circuits, one
+    random-init), labelled as controls everywhere."""
+    from .controls import write_control
+    from .models import load_model
+
+    out = {}
+    for name, kind in (("control_planted", "circuits"), ("control_random", "random")):
+        d = write_control(kind, workdir / name, words=words, seed=seed)
+        lm = load_model(f"path:{d}")
+        _progress_line(progress, f"[control] {name}: tiny GPT-2-architecture checkpoint ({kind}), the model pipeline")
+        side = measure_model(lm, words, n_prompts=n_prompts, k_shots=k_shots, seed=seed, axes=axes,
+                             calibration=cal, progress=progress, side=name,
+                             label=f"CONTROL: {'planted geometry + circuits' if kind == 'circuits' else 'random init'}")
+        side["control"] = {"kind": kind, "truth": (d / "truth.json").name}
+        import json
+
+        side["control"]["truth_summary"] = json.loads((d / "truth.json").read_text()).get("summary")
+        out[name] = side
+    return out
+
+
+def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.PathLike = "runs/compare", *,
+                   toy_overrides: Any = (), toy_quick: bool = False, quick: bool = False,
+                   compatibility_mode: bool = False, words: str | os.PathLike | None = "",
+                   n_prompts: int = N_PROMPTS, k_shots: int = K_SHOTS, seed: int = 0, toy_n: int | None = None,
+                   axes: list[str] | None = None, progress: bool = True, model_required: bool = True,
+                   null_models: int = N_NULL_MODELS, permutations: int = N_PERMUTATIONS, alpha: float = ALPHA,
+                   controls: bool = False) -> dict[str, Any]:
+    """Everything: (load or train) the toy, load the model, measure every side with its nulls, write the report.
+
+    toy_run         a ToyRun, a run directory, or None (train the concept toy into OUT/toy, or reuse
+                    OUT/toy when it already holds a run with the same config)
+    model           a model spec ("gpt2", "path:DIR"), a LoadedModel, or None (toy half only)
+    model_required  True: a model that cannot be loaded raises ModelLoadError before any work.
+                    False (demo): the toy half runs and the report says what is missing and the fix.
+    null_models     random-init copies of each side's architecture measured through the same pipeline
+    permutations    permutation draws per null (0: off; with no null at all the verdicts are "uncalibrated")
+    alpha           significance level of the Holm-adjusted p-values
+    controls        also run the model half on two ground-truth controls (planted, random init)
+    Returns the comparison dict (also written to OUT/comparison.json).
     """
-    from .errors import DataError
-    from .extract import extract
-    from .icl import build_icl_prompts, candidate_token_ids
+    from toy.api import get_setting, load_run
 
-    words = load_words(words)
-    use_axes, skipped = model_axes(words, k_shots, axes)
-    if len(use_axes) < 1:
-        raise DataError(f"no usable concept axis in the word data: {skipped}")
-    prompts, prompt_axis = [], []
-    for a in use_axes:
-        ps = build_icl_prompts(words, a, k=k_shots, n_prompts=n_prompts, label_mode=label_mode, seed=seed)
-        prompts += ps
-        prompt_axis += [a] * len(ps)
-    prompt_axis = np.array(prompt_axis)
-    qwords = [p.meta["query_word"] for p in prompts]
-    rows = np.array([words.index(w) for w in qwords])
-    labels = {a: words.labels(a)[rows] for a in use_axes}
-    groups = np.array(qwords)
-    hooks = lm.resolve_hooks(["blocks.0.hook_resid_pre", "resid_post"])
-    acts = extract(lm, prompts, hooks, position="query", progress=progress)
-    X = {h: np.asarray(acts[h], dtype=np.float64) for h in hooks}
-    side = measure_representation(X, labels, groups, seed=seed, progress=progress)
-    side.update(side="model", label=lm.model_id, identity=lm.identity(),
-                data={"words": words.source, "words_data_hash": words.data_hash, "prompts_data_hash": acts.meta.get("data_hash"),
-                      "axes": use_axes, "axes_skipped": skipped, "n_prompts_per_axis": n_prompts, "k_shots": k_shots,
-                      "label_mode": label_mode, "seed": seed, "position": "query (last token of the query word)"})
-    for a, why in skipped.items():
-        side["not_measured"][f"axis {a}"] = why
+    from .errors import ModelLoadError
 
-    # H5: attention from the final position (where the label is predicted) to matching demonstrations
-    from .attention import correct_attention
+    check_calibration_args(null_models, permutations, alpha)
+    out = Path(out_dir)
+    if quick:
+        n_prompts = min(n_prompts, QUICK_N_PROMPTS)
+        permutations = min(permutations, QUICK["permutations"])
+    cal = Calibration(permutations=int(permutations),
+                      n_boot=QUICK["n_boot"] if quick else N_BOOT,
+                      n_null_directions=(QUICK["n_null_directions"] if quick else N_NULL_DIRECTIONS)
+                      if permutations else 0, seed=seed)
+    toy_n = toy_n or (QUICK_TOY_N if quick else TOY_N)
+    # --- validate everything cheap before any work
+    cfg = None
+    if toy_run is None:
+        cfg = _toy_config(toy_overrides, toy_quick)
+    elif isinstance(toy_run, (str, os.PathLike)):
+        toy_run = load_run(toy_run)
+    word_data = load_words(words) if (model is not None or controls) else None
+    loaded, model_missing, fix = None, None, None
+    if isinstance(model, str):
+        from .models import fix_command, load_model
 
-    res = correct_attention(lm, prompts, sources=("final",), progress=progress)
-    _attention_into_side(side, res, "final")
-
-    # H6: steer the query word along each axis at the best hook, read the label logit difference
-    best = side["details"].get("best_hook")
-    if best is None:
-        side["not_measured"]["steering_specificity"] = "no best hook (H1 could not be measured)"
-        return side
-    steer_axes = []
-    for a in use_axes:
         try:
-            candidate_token_ids(lm.tokenizer, prompts[int(np.flatnonzero(prompt_axis == a)[0])].meta["candidates"])
-            steer_axes.append(a)
-        except DataError as e:
-            side["not_measured"][f"steering {a}"] = str(e)
-    steer_axes = [a for a in steer_axes if a in _binary_axes(labels)]
-    by_axis = {a: [prompts[i] for i in np.flatnonzero(prompt_axis == a)[:steer_n]] for a in steer_axes}
-    res6 = steering_specificity(lm, by_axis, X[best], labels, best, steer_axes, seed=seed, n_random=steer_random,
-                                progress=progress)
-    _steering_into_side(side, res6, "logit difference of the two class labels")
-    return side
+            loaded = load_model(model, compatibility_mode=compatibility_mode)
+        except ModelLoadError as e:
+            if model_required:
+                raise
+            model_missing = str(e)
+            fix = fix_command(model) if not model.startswith(("path:", "toy:", "/", ".")) else None
+    elif model is not None:
+        loaded = model
+    if quick and not axes and word_data is not None:
+        axes = model_axes(word_data, k_shots)[0][:QUICK_N_AXES]
+    stages = ["toy"] + (["model"] if loaded is not None else []) + (["controls"] if controls else [])
+    stage = iter(range(1, len(stages) + 1))
+    # --- the toy half
+    if toy_run is None:
+        run_dir = out / "toy"
+        if _same_config(run_dir, cfg):
+            toy_run = load_run(run_dir)
+            _progress_line(progress, f"reusing the toy run in {run_dir} (same config)")
+        else:
+            _progress_line(progress, f"[{next(stage)}/{len(stages)}] training the toy: {cfg.total_steps()} steps")
+            toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
+            stage = iter(range(2, len(stages) + 1))
+        _progress_line(progress, "  measuring the toy")
+    else:
+        _progress_line(progress, f"[{next(stage)}/{len(stages)}] measuring the toy")
+    toy_side = measure_toy(toy_run, n=toy_n, seed=seed, calibration=cal, progress=progress)
+    toy_side["null_models"] = null_model_values(
+        lambda i: random_init_toy(toy_run, i),
+        lambda run, i: measure_toy(run, n=toy_n, seed=seed, calibration=cal, progress=False, side="null"),
+        null_models, progress, "toy")
+    # --- the model half
+    model_side = None
+    with tempfile.TemporaryDirectory(prefix="probekit-nulls-") as tmp:
+        if loaded is not None:
+            _progress_line(progress, f"[{next(stage)}/{len(stages)}] measuring {loaded.model_id}")
+            model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
+                                       axes=axes, calibration=cal, progress=progress)
+            model_side["null_models"] = null_model_values(
+                lambda i: random_init_model(loaded, 1000 + i, tmp),
+                lambda lm, i: measure_model(lm, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
+                                            axes=axes, calibration=cal, progress=False, side="null"),
+                null_models, progress, loaded.model_id)
+        control_sides = None
+        if controls:
+            _progress_line(progress, f"[{next(stage)}/{len(stages)}] ground-truth controls (not GPT-2)")
+            control_sides = measure_controls(word_data, Path(tmp), cal=cal, n_prompts=n_prompts, k_shots=k_shots,
+                                             seed=seed, axes=axes, progress=progress)
+    from toy.runio import library_versions
+
+    meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick),
+            "model_requested": model if isinstance(model, str) else getattr(loaded, "model_id", None),
+            "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "toy_n": toy_n,
+            "calibration": {**asdict(cal), "null_models": int(null_models), "alpha": float(alpha)},
+            "uncalibrated": not permutations and not null_models}
+    if quick:
+        meta["banner"] = "smoke test, not for citation (--quick: reduced prompts, permutations and toy)"
+    if model_missing:
+        meta["model_missing"] = model_missing
+        meta["fix"] = fix or "pass a model that loads (e.g. --model path:DIR with a save_pretrained folder)"
+    comp = build_comparison(toy_side, model_side, meta, controls=control_sides, alpha=alpha)
+    from .report import write_report
+
+    write_report(comp, out)
+    return comp
