@@ -381,6 +381,14 @@ class Study:
                 schema.setdefault(o.section, {})[o.toml_key] = list(o.default) if isinstance(o.default, list) else o.default
         return schema
 
+    def to_toml(self, values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """{option name: value} -> {section: {key: value}} (the inverse of from_toml)."""
+        out: dict[str, dict[str, Any]] = {}
+        for o in self.options:
+            if o.toml and o.section and o.name in values:
+                out.setdefault(o.section, {})[o.toml_key] = values[o.name]
+        return out
+
     def from_toml(self, cfg: dict[str, dict[str, Any]], source: str = "study") -> dict[str, Any]:
         """{section: {key: value}} (already type-checked against toml_schema) -> {option name: value}."""
         out = {}
