@@ -280,7 +280,7 @@ def make_probe(name: str, **params):
         return LDAProbe(**params)
     from .options import did_you_mean
 
-    raise DataError(f"unknown probe {name!r}.{did_you_mean(key, PROBE_NAMES)} Valid probes: {', '.join(PROBE_NAMES)}")
+    raise DataError(f"unknown probe {name!r}; valid probes: {', '.join(PROBE_NAMES)}.{did_you_mean(key, PROBE_NAMES)}")
 
 
 def probe_name(probe) -> str:
