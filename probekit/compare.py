@@ -38,15 +38,17 @@ from .hypotheses import (ALPHA, FAIL, H2_MAX_MEAN_ABS_COS, H4_MAX_INTERACTION_GA
                          HYPOTHESES, HYPOTHESIS_BY_ID, INCONCLUSIVE, NOT_MEASURED, PASS, Hypothesis, count_status,
                          judge_side, verdict)
 from .hypotheses import finite as _finite, fmt as _fmt  # noqa: F401
+from .options import COMPARE as _COMPARE
 
 # --- sizes and defaults -------------------------------------------------------------------------
 
 NEUTRAL_TEMPLATES = ("The word {word}", "I read the word {word}", "Here is {word}")
 TOY_N = 1024
-N_PROMPTS = 48            # ICL prompts per axis (half A chooses, half B reports)
-K_SHOTS = 4
-N_PERMUTATIONS = 200
-N_NULL_MODELS = 1
+# the study options' defaults come from the one option schema (probekit.options.COMPARE)
+N_PROMPTS = _COMPARE["n_prompts"].default          # ICL prompts per axis (half A chooses, half B reports)
+K_SHOTS = _COMPARE["k_shots"].default
+N_PERMUTATIONS = _COMPARE["permutations"].default
+N_NULL_MODELS = _COMPARE["null_models"].default
 N_BOOT = 200
 N_NULL_DIRECTIONS = 200   # H6 null directions (>= 100)
 DOSE_ALPHAS = (-1.0, -0.5, 0.5, 1.0)   # in units of the typical residual norm at the hook
@@ -703,7 +705,7 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
                    n_prompts: int = N_PROMPTS, k_shots: int = K_SHOTS, seed: int = 0, toy_n: int | None = None,
                    axes: list[str] | None = None, progress: bool = True, model_required: bool = True,
                    null_models: int = N_NULL_MODELS, permutations: int = N_PERMUTATIONS, alpha: float = ALPHA,
-                   controls: bool = False) -> dict[str, Any]:
+                   controls: bool = _COMPARE["controls"].default) -> dict[str, Any]:
     """Everything: (load or train) the toy, load the model, measure every side with its nulls, write the report.
 
     toy_run         a ToyRun, a run directory, or None (train the concept toy into OUT/toy, or reuse

@@ -25,6 +25,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from .options import COMPARE as _COMPARE
+
 # --- the hypotheses, fixed before measuring -----------------------------------------------------
 
 
@@ -55,7 +57,7 @@ H4_MAX_INTERACTION_GAIN = 0.05
 H5_MIN_EXCESS = 0.1
 H5_MIN_DEMO_MASS = 0.05
 H6_MIN_SPECIFICITY = 0.0
-ALPHA = 0.05
+ALPHA = _COMPARE["alpha"].default      # the one option schema's default (--alpha)
 
 HYPOTHESES: tuple[Hypothesis, ...] = (
     Hypothesis(

@@ -303,17 +303,20 @@ COMPARE_OPTIONS = (
            cli=False),
     MODEL, COMPAT,
     replace(WORDS, section="measure"),
-    Option("n_prompts", 64, "ICL prompts per axis on the model side", kind="int", lo=1, section="measure",
-           aliases=("--n",)),
+    Option("n_prompts", 48, "ICL prompts per axis on the model side (half A chooses hooks/heads, half B reports; "
+           "each is steered for H6)", kind="int", lo=8, section="measure", aliases=("--n",)),
     Option("k_shots", 4, "demonstrations per ICL prompt", kind="int", lo=1, section="measure", aliases=("--k",)),
     replace(AXES, section="measure", help="word-data axes, comma-separated; all / [] = every binary axis"),
     replace(SEED, section="measure"),
     Option("quick", False, "fewer prompts and axes (a smoke test; the numbers are not meaningful)", kind="bool",
            section="measure"),
-    Option("null_models", 4, "null models per hypothesis (random-init / shuffled controls) for the calibrated "
-           "verdicts", kind="int", lo=0, section="measure"),
-    Option("permutations", 200, "label permutations for the permutation p-values", kind="int", lo=0,
+    Option("null_models", 1, "random-init null models of each side's architecture, measured through the same "
+           "pipeline (a pretrained model must beat every one); 0 = off", kind="int", lo=0, section="measure"),
+    Option("permutations", 200, "permutation draws of each hypothesis's null (selection steps rerun per draw); "
+           "0 = off (with --null-models 0 too, the verdicts say 'uncalibrated')", kind="int", lo=0,
            section="measure"),
+    Option("controls", False, "also run the model half on two ground-truth controls (planted, random init), "
+           "labelled as controls (demo: on)", kind="bool", section="measure"),
     Option("alpha", 0.05, "significance level of the verdicts (after multiple-comparison adjustment)",
            kind="float", lo=0, hi=1, lo_open=True, hi_open=True, section="measure"),
     _out("runs/compare"), NO_PROGRESS,
