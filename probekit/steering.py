@@ -46,29 +46,16 @@ DEFAULT_ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 # ------------------------------------------------------------------------------------ helpers
 def split_probe_batch(pb: Any, key: str = "task_concept", prefix: str = "concept_") -> dict[str, Any]:
     """Split a toy ``ProbeBatch`` into ``{f"{prefix}{k}": ProbeBatch of the prompts whose
-    meta[key] == k}`` (the concept setting stores each prompt's task concept in ``meta["task_concept"]``).
-    Per-prompt arrays (inputs, target, axis labels, groups, demo_match, per-prompt meta arrays) are subset."""
-    from dataclasses import replace
-
+    meta[key] == k}`` (the concept setting stores each prompt's task concept in ``meta["task_concept"]``),
+    through ``toy.ProbeBatch.split_by`` (every per-prompt field is subset there)."""
     meta = getattr(pb, "meta", None) or {}
     if key not in meta:
         raise DataError(f"ProbeBatch.meta has no {key!r}; pass prompts_by_axis yourself or name the meta key "
                         f"holding each prompt's concept (available: {sorted(meta)})")
-    ids = np.asarray(meta[key])
     n = int(pb.inputs.shape[0])
-    if ids.shape != (n,):
-        raise DataError(f"meta[{key!r}] must have one entry per prompt ({n}); got shape {ids.shape}")
-    out = {}
-    for k in np.unique(ids):
-        idx = np.nonzero(ids == k)[0]
-        sub_meta = {m: (np.asarray(v)[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v)
-                    for m, v in meta.items()}
-        out[f"{prefix}{int(k)}"] = replace(
-            pb, inputs=pb.inputs[torch.as_tensor(idx)], target=np.asarray(pb.target)[idx],
-            axis_labels={a: np.asarray(v)[idx] for a, v in pb.axis_labels.items()},
-            groups=np.asarray(pb.groups)[idx],
-            demo_match=None if pb.demo_match is None else np.asarray(pb.demo_match)[idx], meta=sub_meta)
-    return out
+    if np.asarray(meta[key]).shape != (n,):
+        raise DataError(f"meta[{key!r}] must have one entry per prompt ({n}); got shape {np.asarray(meta[key]).shape}")
+    return {f"{prefix}{int(k)}": sub for k, sub in pb.split_by(key).items()}
 
 
 def _candidate_tokens(lm: Any, prompts: Sequence[Any], axis: str) -> np.ndarray:
