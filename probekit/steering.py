@@ -105,10 +105,17 @@ class _Prefix:
 
     def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int, *args: Any, **kw: Any):
         pk, pv = self.kv[int(layer_idx)]
-        if k.shape[0] != pk.shape[0]:
-            r = k.shape[0] // pk.shape[0]
-            pk, pv = pk.repeat_interleave(r, 0), pv.repeat_interleave(r, 0)
-        return torch.cat([pk.to(k.dtype), k], -2), torch.cat([pv.to(v.dtype), v], -2)
+        return self._join(pk, k), self._join(pv, v)
+
+    @staticmethod
+    def _join(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[p; x] along positions, p's g rows broadcast over x's g * r rows (one copy, no repeat)."""
+        g, P = p.shape[0], p.shape[-2]
+        rows = x.shape[0]
+        out = x.new_empty((rows,) + x.shape[1:-2] + (P + x.shape[-2], x.shape[-1]))
+        out.view((g, rows // g) + out.shape[1:])[..., :P, :] = p.to(x.dtype).unsqueeze(1)
+        out[..., P:, :] = x
+        return out
 
 
 class _Steerer:

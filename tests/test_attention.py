@@ -154,11 +154,10 @@ def test_prefix_matching_on_tiny_gpt2(tiny_lm):
 
 # ----------------------------------------------------------------------------------- toy run
 @pytest.fixture(scope="module")
-def toy_lm():
+def toy_lm(small_concept_run):
     from probekit.models import toy_loaded_model
-    from tests.toy_fixtures import train_small_concept_run
 
-    return toy_loaded_model(train_small_concept_run())
+    return toy_loaded_model(small_concept_run)
 
 
 def test_correct_attention_on_trained_toy(toy_lm):

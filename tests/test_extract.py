@@ -246,10 +246,8 @@ def test_toy_position_errors(toy_lm):
         extract(toy_lm, ["text"], "blocks.0.hook_resid_pre", progress=False)
 
 
-def test_trained_toy_run_extraction():
-    from tests.toy_fixtures import train_small_concept_run
-
-    run = train_small_concept_run()
+def test_trained_toy_run_extraction(small_concept_run):
+    run = small_concept_run
     toy = toy_loaded_model(run)
     batch = run.probe_batch(40, seed=3)
     acts = extract(toy, batch, ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_pattern", "blocks.0.hook_attn_out",
@@ -265,15 +263,13 @@ def test_trained_toy_run_extraction():
     np.testing.assert_allclose(again["blocks.0.attn.hook_pattern"], pat, atol=1e-6)
 
 
-def test_readme_flow_extract_sweep_on_a_toy(tmp_path):
+def test_readme_flow_extract_sweep_on_a_toy(small_concept_run_dir):
     """The README's Python example on a toy run: load_model -> extract -> layer_sweep(Activations) -> best_layer."""
     from probekit import load_model
     from probekit.evaluate import best_layer, layer_sweep
     from probekit.extract import extract
-    from tests.toy_fixtures import train_small_concept_run
 
-    train_small_concept_run(out_dir=tmp_path / "run")
-    lm = load_model(f"toy:{tmp_path / 'run'}")
+    lm = load_model(f"toy:{small_concept_run_dir}")
     batch = lm.toy_run.probe_batch(400, seed=1)
     acts = extract(lm, batch, "blocks.0.hook_resid_pre", position="last", progress=False)
     rows = layer_sweep(acts, batch.axis_labels["concept_0"], groups=batch.groups, probes=["mass-mean"])
