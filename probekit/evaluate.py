@@ -283,18 +283,20 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
     by_width: dict[int, list[str]] = {}
     for h, X in acts.items():
         by_width.setdefault(X.shape[1], []).append(h)
-    std = {}
-    for h, X in acts.items():
-        X = np.asarray(X, dtype=np.float64)
-        mu, sd = standardizer(X)
-        std[h] = ((X - mu) / sd, mu, sd)
     if fast:
         import torch
 
         from .fast_logistic import fit_logistic_batched
 
         for width, hooks in by_width.items():
-            Xs = np.stack([std[h][0] for h in hooks]).astype(np.float32)            # [G, n, d]
+            # standardised straight into one float32 block [G, n, d] (statistics in float64)
+            Xs = np.empty((len(hooks), n, width), dtype=np.float32)
+            std = {}
+            for gi, h in enumerate(hooks):
+                X = np.asarray(acts[h])
+                mu, sd = standardizer(X.astype(np.float64, copy=False))
+                np.divide(np.subtract(X, mu.astype(np.float32), dtype=np.float32), sd.astype(np.float32), out=Xs[gi])
+                std[h] = (Xs[gi], mu, sd)
             Y = np.broadcast_to(label_sets[:, None, :], (T, F, n)).reshape(T * F, n)
             W = train.reshape(T * F, n)
             G = len(hooks)
@@ -314,7 +316,9 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
             tqdm = None
         it = acts if not (progress and tqdm) else tqdm(list(acts), desc="sklearn logistic")
         for h in it:
-            Z = std[h][0]
+            X = np.asarray(acts[h], dtype=np.float64)
+            mu, sd = standardizer(X)
+            Z = (X - mu) / sd
             d = Z.shape[1]
             m = 1 if k == 2 else k
             coef = np.zeros((T, F, m, d))
@@ -323,7 +327,7 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
                 for f, (tr, _) in enumerate(folds[t]):
                     lr = LogisticRegression(C=C, max_iter=1000).fit(Z[tr], label_sets[t, tr])
                     coef[t, f], b[t, f] = lr.coef_, lr.intercept_
-            out[h] = _score_linear(std[h], label_sets, folds, coef, b, k)
+            out[h] = _score_linear((Z, mu, sd), label_sets, folds, coef, b, k)
     return out
 
 
