@@ -483,14 +483,24 @@ def forward_logits(lm: Any, prompts: Any, position: Any = "last", batch_size: in
 
 
 UNEMBED_INPUT = "unembed.hook_in"
+# the input of the unembedding (after the final norm), by the name the model has
+FINAL_HOOKS = (UNEMBED_INPUT, "ln_final.hook_out", "ln_final.hook_normalized")
+
+
+def final_hook(lm: Any) -> str | None:
+    """The hook whose output is the unembedding's input (None if the model has none)."""
+    if not hasattr(lm.model, "unembed"):
+        return None
+    return next((h for h in FINAL_HOOKS if h in lm.model.hook_dict), None)
 
 
 def _transformer_logits(lm: Any, prep: Prepared, info: BatchInfo, x: torch.Tensor, kwargs: dict[str, Any],
                         fwd_hooks: FwdHooks) -> dict[str, torch.Tensor]:
     model = lm.model
-    if UNEMBED_INPUT in model.hook_dict and hasattr(model, "unembed"):
-        got = run_batch(lm, prep, [UNEMBED_INPUT], info, x, kwargs, fwd_hooks, check_finite=False)
-        h = got[UNEMBED_INPUT]
+    fh = final_hook(lm)
+    if fh is not None:   # only the selected positions go through the unembedding
+        got = run_batch(lm, prep, [fh], info, x, kwargs, fwd_hooks, check_finite=False)
+        h = got[fh]
         with torch.no_grad():
             logits = model.unembed(h.to(_model_device(lm)))
         return {"out": logits.float()}

@@ -78,7 +78,6 @@ def _candidate_tokens(lm: Any, prompts: Sequence[Any], axis: str) -> np.ndarray:
 # Hooks after which the residual stream of every row flows on unchanged: the cached engine can run
 # the rows of one prompt as one row up to there and fan out to one row per vector only at the hook.
 _RESID_FANOUT = re.compile(r"^blocks\.\d+\.hook_resid_(pre|post)$")
-_FINAL_HOOKS = ("ln_final.hook_out", "ln_final.hook_normalized", "unembed.hook_in")
 PREFIX_TOKEN_BUDGET = 4096   # prompt tokens whose cached keys/values are held at once
 ROW_TOKEN_BUDGET = 32768     # (steered rows) x (attended positions) per steered forward
 
@@ -152,7 +151,9 @@ class _Steerer:
         self.steer_pos = self.prep.with_position("last" if position == "final" else "query").positions[:, 0].copy()
         self.final_pos = self.prep.lengths - 1
         self.cands = _candidate_tokens(lm, prompts, axis)
-        self.final_hook = next((h for h in _FINAL_HOOKS if h in lm.model.hook_dict), None)
+        from .extract import final_hook
+
+        self.final_hook = final_hook(lm)
         W = getattr(lm.model, "W_U", None)
         self.cached = self.final_hook is not None and W is not None
         if self.cached:
