@@ -69,61 +69,56 @@ def _shard_ok(path: Path, names: Sequence[str]) -> bool:
         return False
 
 
-def extract_to_store(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, *, batch_size: int,
-                     shard_size: int, progress: bool, fwd_hooks: Any, check_finite: bool):
-    """Run extraction shard by shard into `store_dir` (skipping shards already there); return Activations."""
-    from tqdm.auto import tqdm
-    from toy.runio import atomic_write_json, library_versions, save_tensors
+def open_store(store_dir: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of `store_dir` for `request` (checked against an existing one, or written new)."""
+    from toy.runio import atomic_write_json, library_versions
 
-    from .extract import _scatter, activation_meta, iter_batches, run_batch
-
-    if shard_size < 1:
-        raise DataError(f"shard_size must be >= 1, got {shard_size}")
     store_dir = Path(store_dir)
-    request = {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
-               "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size),
-               "prepend_bos": prep.prepend_bos}
-    request = json.loads(json.dumps(request))  # normalise tuples etc. as JSON would
+    if int(request.get("shard_size", 0)) < 1:
+        raise DataError(f"shard_size must be >= 1, got {request.get('shard_size')}")
+    request = json.loads(json.dumps(dict(request, format=FORMAT)))  # normalise tuples etc. as JSON would
     if (store_dir / MANIFEST).is_file():
         old = read_store_manifest(store_dir)
         _check_match(store_dir, old, request)
-        manifest = old
-    else:
-        if store_dir.exists() and any(store_dir.iterdir()):
-            raise DataError(f"{store_dir} is not empty and holds no {MANIFEST}; choose an empty or new store_dir")
-        manifest = dict(request, versions=library_versions(), complete=False, shapes={})
-        atomic_write_json(store_dir / MANIFEST, manifest)
-    n_shards = (prep.n + shard_size - 1) // shard_size
-    key_len = int(prep.lengths.max())
-    done = [i for i in range(n_shards) if _shard_ok(shard_path(store_dir, i), names)]
-    bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
-               initial=sum(min(shard_size, prep.n - i * shard_size) for i in done))
-    try:
-        for i in range(n_shards):
-            if i in done:
-                continue
-            lo, hi = i * shard_size, min(prep.n, (i + 1) * shard_size)
-            part: dict[str, np.ndarray] = {}
-            for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
-                got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
-                _scatter(part, got, info.index - lo, hi - lo)
-                bar.update(len(info.index))
-            save_tensors(shard_path(store_dir, i), {k: torch.from_numpy(part[k]) for k in names},
-                         metadata={"lo": str(lo), "hi": str(hi)})
-    finally:
-        bar.close()
-    acts = load_store(store_dir, _manifest=manifest, _names=names)
+        return old
+    if store_dir.exists() and any(store_dir.iterdir()):
+        raise DataError(f"{store_dir} is not empty and holds no {MANIFEST}; choose an empty or new store_dir")
+    manifest = dict(request, versions=library_versions(), complete=False, shapes={})
+    atomic_write_json(store_dir / MANIFEST, manifest)
+    return manifest
+
+
+def pending_shards(store_dir: Any, manifest: dict[str, Any], names: Sequence[str]) -> list[tuple[int, int, int]]:
+    """``(shard index, lo, hi)`` of every shard not yet on disk (whole and holding `names`)."""
+    n, size = int(manifest["n"]), int(manifest["shard_size"])
+    out = []
+    for i in range((n + size - 1) // size):
+        if not _shard_ok(shard_path(Path(store_dir), i), names):
+            out.append((i, i * size, min(n, (i + 1) * size)))
+    return out
+
+
+def write_shard(store_dir: Any, i: int, lo: int, hi: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write shard `i` (prompts [lo, hi)) atomically."""
+    from toy.runio import save_tensors
+
+    save_tensors(shard_path(Path(store_dir), i), {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+                 metadata={"lo": str(lo), "hi": str(hi)})
+
+
+def mark_complete(store_dir: Any, manifest: dict[str, Any], shapes: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """Set ``complete: true`` (and the shapes) in the manifest once every shard exists."""
+    from toy.runio import atomic_write_json
+
     if not manifest.get("complete"):
-        manifest = dict(manifest, complete=True, shapes={k: list(v.shape) for k, v in acts.acts.items()})
-        atomic_write_json(store_dir / MANIFEST, manifest)
-    acts.meta = activation_meta(lm, prep, names, {k: v.shape for k, v in acts.acts.items()})
-    acts.meta["store_dir"] = str(store_dir)
-    return acts
+        manifest = dict(manifest, complete=True, shapes={k: list(v) for k, v in shapes.items()})
+        atomic_write_json(Path(store_dir) / MANIFEST, manifest)
+    return manifest
 
 
 def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequence[str] | None = None):
-    """Read a complete store back as :class:`~probekit.extract.Activations` (no model needed)."""
-    from .extract import Activations
+    """Read a complete store back as :class:`~probekit.activations.Activations` (no model needed)."""
+    from .activations import Activations
     from toy.runio import load_tensors
 
     store_dir = Path(store_dir)

@@ -17,10 +17,8 @@ HISTORY_KEYS = ["step", "train_loss", "test_loss", "train_error", "test_error", 
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("concept") / "run"
-    train_small_concept_run(out_dir=out)
-    return out
+def run_dir(small_concept_run_dir):
+    return small_concept_run_dir   # trained once per session (tests/conftest.py); retrained below for determinism
 
 
 def test_run_directory_and_acceptance_checks(run_dir):
