@@ -436,8 +436,11 @@ def h2_orthogonality(X: np.ndarray, labels: Mapping[str, np.ndarray], *, thresho
 
 # ------------------------------------------------------------- H3 / H4: the additive class-vector model
 
-def _design(labels: Mapping[str, np.ndarray], axes: Sequence[str], rows: np.ndarray) -> np.ndarray:
-    cols = [np.ones(len(rows))]
+def _design(labels: Mapping[str, np.ndarray], axes: Sequence[str], rows: np.ndarray, intercept: bool = True
+            ) -> np.ndarray:
+    """[1, class-0 and class-1 indicators per axis]. Without ``intercept`` the first column is zero (the
+    origin is the reference level: used when every word carries one of the axes, as toy words do)."""
+    cols = [np.ones(len(rows)) if intercept else np.zeros(len(rows))]
     for a in axes:
         y = np.asarray(labels[a])[rows]
         cols += [(y == 0).astype(float), (y == 1).astype(float)]
@@ -453,9 +456,12 @@ def _fit(Z: np.ndarray, X: np.ndarray, ridge: float = 1e-3, penalize_from: int =
     return np.linalg.solve(G + np.diag(pen) + EPS * np.eye(len(G)), Z.T @ X)
 
 
-def identifiable_axes(labels: Mapping[str, np.ndarray], rows: np.ndarray, min_per_class: int = 3) -> tuple[list[str], dict[str, str]]:
-    """Axes whose class vectors can be estimated on ``rows``: both classes present and some rows
-    unlabelled on the axis (the reference level)."""
+def identifiable_axes(labels: Mapping[str, np.ndarray], rows: np.ndarray, min_per_class: int = 3
+                      ) -> tuple[list[str], dict[str, str], bool]:
+    """Axes whose class vectors can be estimated on ``rows``: both classes present, some rows unlabelled
+    on the axis (its reference level), and not collinear with the other axes' classes. Also says whether
+    the model keeps an intercept: when the axes' class indicators add up to the constant (every word
+    carries exactly one axis, as in the toy), the intercept is dropped and the origin is the reference."""
     ok, why = [], {}
     for a, y in labels.items():
         y = np.asarray(y)[rows]
@@ -469,29 +475,34 @@ def identifiable_axes(labels: Mapping[str, np.ndarray], rows: np.ndarray, min_pe
     # an axis whose labelled words are exactly a combination of other axes' classes (nested in one class
     # of another axis, for example tense inside verbs) has class vectors confounded with that axis's
     Z_all = {a: _design(labels, [a], rows)[:, 1:] for a in ok}
+    intercept = True
+    if ok:
+        ind = np.concatenate(list(Z_all.values()), 1)
+        coef, *_ = np.linalg.lstsq(ind, np.ones(len(rows)), rcond=None)
+        intercept = bool(np.abs(ind @ coef - 1).max() > 1e-6)
     for a in list(ok):
         others = [Z_all[b] for b in ok if b != a]
         if not others:
             continue
-        M = np.concatenate([np.ones((len(rows), 1))] + others, 1)
+        M = np.concatenate(([np.ones((len(rows), 1))] if intercept else []) + others, 1)
         target = Z_all[a].sum(1)
         coef, *_ = np.linalg.lstsq(M, target, rcond=None)
         if np.abs(M @ coef - target).max() < 1e-6:
             why[a] = ("its labelled words are exactly a combination of other axes' classes (nested), so its class "
                       "vectors are not identifiable from this linear model")
     ok = [a for a in ok if a not in why]
-    return ok, why
+    return ok, why, intercept
 
 
 def _within_crossfit(X: np.ndarray, labels: Mapping[str, np.ndarray], axes: Sequence[str], ids: np.ndarray,
-                     n_splits: int, rng: np.random.Generator) -> np.ndarray:
+                     n_splits: int, rng: np.random.Generator, intercept: bool = True) -> np.ndarray:
     w = np.zeros(len(axes))
     for _ in range(n_splits):
         m1, m2 = _halves_of(ids, rng)
         betas = []
         for m in (m1, m2):
             rows = np.flatnonzero(m)
-            betas.append(_fit(_design(labels, axes, rows), X[rows]))
+            betas.append(_fit(_design(labels, axes, rows, intercept), X[rows]))
         b1, b2 = betas
         for i in range(len(axes)):
             c0, c1 = 1 + 2 * i, 2 + 2 * i
@@ -511,24 +522,26 @@ def h3_within_axis(X: np.ndarray, labels: Mapping[str, np.ndarray], *, n_perm: i
     cosine over axes against the label-structure null (the word -> activation map permuted among word
     types, labels kept)."""
     n = X.shape[0]
-    axes, why = identifiable_axes(labels, np.arange(n))
+    axes, why, icpt = identifiable_axes(labels, np.arange(n))
     if not axes:
         return not_measured("no axis has identifiable class vectors (" + "; ".join(f"{a}: {w}" for a, w in why.items())
                             + ")", n_words=n)
+    if not icpt:   # the axes partition the words: class vectors relative to the average word
+        X = X - X.mean(0)
     rng = np.random.default_rng([seed, 3])
     ids = np.arange(n)
-    w = _within_crossfit(X, labels, axes, ids, n_splits, rng)
+    w = _within_crossfit(X, labels, axes, ids, n_splits, rng, icpt)
     mean_cos = float(w.mean())
     frac = float((w > 0).mean())
     null = []
     for _ in range(max(int(n_perm), 0)):
         perm = rng.permutation(n)
-        null.append(float(_within_crossfit(X[perm], labels, axes, ids, n_splits, rng).mean()))
+        null.append(float(_within_crossfit(X[perm], labels, axes, ids, n_splits, rng, icpt).mean()))
     brng = np.random.default_rng([seed, 33])
 
     def stat(idx: np.ndarray) -> float:
         lab = {a: np.asarray(labels[a])[idx] for a in axes}
-        return float((_within_crossfit(X[idx], lab, axes, idx, max(2, n_splits // 2), brng) > 0).mean())
+        return float((_within_crossfit(X[idx], lab, axes, idx, max(2, n_splits // 2), brng, icpt) > 0).mean())
 
     lo, hi, _ = bootstrap_ci(stat, n, n_boot=n_boot, seed=seed + 13)
     rows = [{"axis": a, "within_cos_crossfit": float(w[i]),
@@ -556,8 +569,8 @@ def _interaction_columns(labels: Mapping[str, np.ndarray], axes: Sequence[str], 
 
 
 def _additive_r2(X: np.ndarray, labels: Mapping[str, np.ndarray], axes: Sequence[str], folds: Sequence[np.ndarray],
-                 interactions: bool = False, lam_int: float = 2.0, per_word: dict | None = None
-                 ) -> tuple[float, float | None]:
+                 interactions: bool = False, lam_int: float = 2.0, per_word: dict | None = None,
+                 intercept: bool = True) -> tuple[float, float | None]:
     """Held-out R^2 of the additive model inside the subspace its class vectors span (fitted on the
     training words of each fold), and optionally of the model with pairwise class interactions.
     ``per_word`` (a dict) receives each held-out word's residual and total sums of squares."""
@@ -567,7 +580,7 @@ def _additive_r2(X: np.ndarray, labels: Mapping[str, np.ndarray], axes: Sequence
         per_word["res"], per_word["tot"] = np.zeros(n), np.zeros(n)
     for te in folds:
         tr = np.setdiff1d(np.arange(n), te)
-        Ztr, Zte = _design(labels, axes, tr), _design(labels, axes, te)
+        Ztr, Zte = _design(labels, axes, tr, intercept), _design(labels, axes, te, intercept)
         beta = _fit(Ztr, X[tr])
         V = beta[1:]
         U, s, _ = np.linalg.svd(V.T, full_matrices=False)
@@ -610,14 +623,17 @@ def h4_additivity(X: np.ndarray, labels: Mapping[str, np.ndarray], *, margin: fl
     that subspace does not count against additivity), against the label-structure null, and against a
     ridge model with pairwise interactions of classes: the interactions must add less than ``margin``."""
     n = X.shape[0]
-    axes, why = identifiable_axes(labels, np.arange(n))
+    axes, why, icpt = identifiable_axes(labels, np.arange(n))
     if not axes:
         return not_measured("no axis has identifiable class vectors", n_words=n)
+    if not icpt:
+        X = X - X.mean(0)
     folds = _ridge_folds(n, min(n_folds, n), seed + 5)
     pw: dict[str, np.ndarray] = {}
-    r2, r2_int = _additive_r2(X, labels, axes, folds, interactions=True, per_word=pw)
+    r2, r2_int = _additive_r2(X, labels, axes, folds, interactions=True, per_word=pw, intercept=icpt)
     rng = np.random.default_rng([seed, 4])
-    null = [(_additive_r2(X[rng.permutation(n)], labels, axes, folds)[0]) for _ in range(max(int(n_perm), 0))]
+    null = [(_additive_r2(X[rng.permutation(n)], labels, axes, folds, intercept=icpt)[0])
+            for _ in range(max(int(n_perm), 0))]
 
     def stat(idx: np.ndarray) -> float:
         # the held-out R^2 over resampled word types (each word's held-out sums of squares, fixed fits)

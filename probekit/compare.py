@@ -56,7 +56,7 @@ DOSE_PROMPTS_PER_AXIS = 16             # half-B prompts per axis steered by real
 QUICK_TOY_N = 256
 QUICK_N_PROMPTS = 16
 QUICK_N_AXES = 3
-QUICK = {"permutations": 50, "n_boot": 50, "n_null_directions": 100}
+QUICK = {"n_boot": 200, "n_null_directions": 100}
 N_FOLDS = 4
 
 
@@ -199,6 +199,8 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: i
     words = load_words(words)
     ds, multi = single_token_words(words, lm.tokenizer)
     use_axes, skipped = model_axes(ds, k_shots, axes)
+    if axes:   # only the words that carry one of the chosen axes (the others would be pure reference level)
+        ds = ds.subset([w for w in ds.words if any(ds.class_of(w, a) is not None for a in use_axes)])
     if not use_axes:
         raise DataError(f"no usable concept axis among the single-token words: {skipped}")
     n = len(ds)
@@ -727,7 +729,6 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
     out = Path(out_dir)
     if quick:
         n_prompts = min(n_prompts, QUICK_N_PROMPTS)
-        permutations = min(permutations, QUICK["permutations"])
     cal = Calibration(permutations=int(permutations),
                       n_boot=QUICK["n_boot"] if quick else N_BOOT,
                       n_null_directions=(QUICK["n_null_directions"] if quick else N_NULL_DIRECTIONS)

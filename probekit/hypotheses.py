@@ -258,6 +258,12 @@ def verdict(h: Hypothesis, m: Mapping[str, Any] | None, *, p_adjusted: float | N
     if calibrated and not significant:
         reasons.append(f"p_adjusted {fmt(p_adjusted)} >= alpha {alpha:g}" if p_adjusted is not None
                        else "no permutation p-value")
+        n_null = (out["null"] or {}).get("n")
+        if p_adjusted is not None and n_null and m.get("p_value") is not None \
+                and m["p_value"] <= 1.0 / (n_null + 1) + 1e-12:
+            reasons.append(f"with {n_null} null draws the smallest p is 1/{n_null + 1}; after Holm over the six "
+                           f"hypotheses it cannot reach alpha: use at least {math.ceil(6 / alpha)} draws "
+                           "(--permutations)")
     if not ok_value:
         reasons.append(f"value not {h.op} {fmt(h.threshold)}")
     if side_ci == "wrong":

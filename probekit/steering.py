@@ -427,6 +427,10 @@ def steer_outputs_reference(lm: Any, prompts: Any, hook: str, vectors: Any, *, p
     return st._reference(np.arange(st.n), V)
 
 
+class _StopForward(Exception):
+    """Raised from the unembedding-input hook once the final residual is captured (rest of the forward skipped)."""
+
+
 def steering_gradients(lm: Any, prompts: Any, hooks: Sequence[str], *, position: str = "query",
                        batch_size: int | None = None) -> dict[str, Any]:
     """First-order steering response: ``dy/dh`` at the steering position of every prompt, for every hook.
@@ -483,6 +487,24 @@ def steering_gradients(lm: Any, prompts: Any, hooks: Sequence[str], *, position:
                 if isinstance(out, tuple):
                     out = out[0]
                 y = out.reshape(b, -1)[:, 0]
+            elif setup.cached:
+                # only the two candidate tokens are unembedded: stop the forward at the unembedding's input
+                got: dict[str, torch.Tensor] = {}
+
+                def grab(t: torch.Tensor, hook: Any = None) -> torch.Tensor:
+                    got["h"] = t
+                    raise _StopForward()
+
+                try:
+                    with model.hooks(fwd_hooks=[(setup.final_hook, grab)]):
+                        model(x, return_type=None, **kw)
+                except _StopForward:
+                    pass
+                h = got["h"]
+                last = torch.as_tensor(info.lengths - 1, device=h.device)
+                rows = torch.arange(b, device=h.device)
+                idx = torch.as_tensor(np.asarray(info.index))
+                y = (h[rows, last].double() * setup.w_diff[idx].to(h.device)).sum(-1) + setup.b_diff[idx].to(h.device)
             else:
                 logits = model(x, return_type="logits", **kw)
                 last = torch.as_tensor(info.lengths - 1, device=logits.device)
