@@ -83,8 +83,12 @@ def bootstrap_ci(stat: Callable[[np.ndarray], float], n_units: int, *, n_boot: i
         warnings.simplefilter("ignore")
         res = bootstrap((np.arange(n_units),), f, n_resamples=int(n_boot), method="percentile",
                         vectorized=False, confidence_level=0.95, random_state=np.random.default_rng(seed))
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     dist = np.asarray(res.bootstrap_distribution, dtype=float)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    ok = np.isfinite(dist)
+    if not (math.isfinite(lo) and math.isfinite(hi)) and ok.mean() >= 0.9:
+        # a few resamples without some class or axis: the percentile interval of the others
+        lo, hi = (float(np.percentile(dist[ok], q)) for q in (2.5, 97.5))
     return (lo if math.isfinite(lo) else None), (hi if math.isfinite(hi) else None), dist
 
 
@@ -661,7 +665,10 @@ def _head_excess(mass: np.ndarray, match: np.ndarray, rows: np.ndarray) -> tuple
     tot = m.sum(-1)
     share = np.where(tot > 1e-9, (m * f[:, None, None, :]).sum(-1) / np.maximum(tot, 1e-9), np.nan)
     base = f.mean(1)
-    with np.errstate(invalid="ignore"):
+    import warnings
+
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # heads that put no mass on any demonstration
         exc = np.nanmean(share - base[:, None, None], 0)
     return np.nan_to_num(exc, nan=-1.0), tot.mean(0)
 

@@ -765,7 +765,7 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
             toy_run = load_run(run_dir)
             _progress_line(progress, f"reusing the toy run in {run_dir} (same config)")
         else:
-            _progress_line(progress, f"[{next(stage)}/{len(stages)}] training the toy: {cfg.total_steps()} steps")
+            _progress_line(progress, f"[{next(stage)}/{len(stages)}] training the toy: {cfg.total_steps} steps")
             toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
             stage = iter(range(2, len(stages) + 1))
         _progress_line(progress, "  measuring the toy")

@@ -17,10 +17,24 @@ import numpy as np
 
 from toy.runio import atomic_write_json, atomic_write_text, pyplot, save_figure
 
-from .hypotheses import FAIL, HYPOTHESES, PASS
+from .hypotheses import FAIL, HYPOTHESES, INCONCLUSIVE, NOT_MEASURED, PASS
 from .hypotheses import finite as _finite, fmt as _fmt
 
 SIDE_NAMES = ("toy", "model")
+CONTROL_NAMES = ("control_planted", "control_random")
+STATUS_COLOURS = {PASS: "tab:green", FAIL: "tab:red", INCONCLUSIVE: "tab:orange", NOT_MEASURED: "lightgray"}
+
+
+def verdict_sides(comp: dict[str, Any]) -> list[str]:
+    """The sides that have verdicts, in report order: toy, model, then the ground-truth controls."""
+    have = list((comp.get("verdicts") or {}).get(HYPOTHESES[0].id, {}))
+    return [n for n in SIDE_NAMES + CONTROL_NAMES if n in have] + [n for n in have if n not in SIDE_NAMES + CONTROL_NAMES]
+
+
+def _side_obj(comp: dict[str, Any], name: str) -> dict[str, Any] | None:
+    if name in SIDE_NAMES:
+        return comp.get(name)
+    return (comp.get("controls") or {}).get(name)
 
 
 # --- a tiny document model -----------------------------------------------------------------------
@@ -99,38 +113,50 @@ class Doc:
 
 # --- figures -------------------------------------------------------------------------------------
 
+def _side_label_any(comp: dict[str, Any], name: str) -> str:
+    side = _side_obj(comp, name)
+    return (side or {}).get("label", name)
+
+
 def _side_label(comp: dict[str, Any], name: str) -> str:
     side = comp.get(name)
     return (side or {}).get("label", name)
 
 
 def fig_verdicts(comp: dict[str, Any], out: Path) -> str:
+    """One panel per hypothesis: each side's value with its 95 % interval, its null (mean and 95th / 5th
+    percentile as a band) and the threshold; bars coloured by status."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(HYPOTHESES), figsize=(3.0 * len(HYPOTHESES), 3.2))
+    sides = verdict_sides(comp)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5), constrained_layout=True)
     data = {}
-    for ax, h in zip(axes, HYPOTHESES):
-        vals, cols, labels = [], [], []
-        for name in SIDE_NAMES:
+    for ax, h in zip(axes.ravel(), HYPOTHESES):
+        x = np.arange(len(sides))
+        for i, name in enumerate(sides):
             v = comp["verdicts"][h.id][name]
-            val = v["value"] if _finite(v["value"]) else np.nan
-            vals.append(val)
-            cols.append({PASS: "tab:green", FAIL: "tab:red"}.get(v["status"], "lightgray"))
-            labels.append(f"{name}\n{v['status']}")
-        ax.bar(range(2), [0 if np.isnan(x) else x for x in vals], color=cols)
+            val = v["value"] if _finite(v.get("value")) else np.nan
+            ax.bar(i, 0 if np.isnan(val) else val, color=STATUS_COLOURS.get(v["status"], "lightgray"), width=0.6)
+            if _finite(v.get("ci_low")) and _finite(v.get("ci_high")) and not np.isnan(val):
+                ax.errorbar(i, val, yerr=[[max(val - v["ci_low"], 0)], [max(v["ci_high"] - val, 0)]], color="k",
+                            capsize=4, lw=1)
+            null = v.get("null") or {}
+            q = null.get("q95", null.get("q05"))
+            if _finite(null.get("mean")) and _finite(q):
+                lo, hi = sorted((null["mean"], q))
+                ax.fill_between([i - 0.4, i + 0.4], lo, hi, color="tab:blue", alpha=0.25,
+                                label="null: mean to 95th pct." if i == 0 else None)
+            ax.text(i, 0, v["status"].replace("NOT MEASURED", "n/m"), ha="center", va="bottom", fontsize=7,
+                    rotation=90, color="k")
         ax.axhline(h.threshold, ls="--", color="k", lw=1, label=f"threshold {h.op} {_fmt(h.threshold)}")
-        for i, name in enumerate(SIDE_NAMES):
-            b = comp["verdicts"][h.id][name]["baseline_value"]
-            if _finite(b):
-                ax.plot([i - 0.35, i + 0.35], [b, b], color="tab:blue", lw=2,
-                        label="baseline" if i == 0 or not _finite(comp["verdicts"][h.id]["toy"]["baseline_value"]) else None)
-        ax.set_xticks(range(2), labels, fontsize=7)
-        ax.set_title(f"{h.id} {h.name}\n{h.metric}", fontsize=8)
-        ax.legend(fontsize=6)
-        data[h.id] = {name: {k: comp["verdicts"][h.id][name][k] for k in ("status", "value", "threshold", "baseline_value")}
-                      for name in SIDE_NAMES}
-    fig.suptitle(f"Hypotheses: measured value vs the threshold fixed in advance (toy = {_side_label(comp, 'toy')}, "
-                 f"model = {_side_label(comp, 'model')})", fontsize=10)
-    fig.tight_layout()
+        ax.set_xticks(x, [n.replace("control_", "ctl ") for n in sides], fontsize=8, rotation=20)
+        ax.set_title(f"{h.id} {h.name}\n{h.metric}", fontsize=9)
+        ax.legend(fontsize=6, loc="upper right")
+        data[h.id] = {name: {k: comp["verdicts"][h.id][name].get(k) for k in
+                             ("status", "value", "ci_low", "ci_high", "threshold", "p_value", "p_adjusted", "null",
+                              "n_words", "n_prompts")} for name in sides}
+    fig.suptitle("Each hypothesis: value with 95% interval (word types), its null band, and the threshold fixed in "
+                 "advance; colour = status (green PASS, red FAIL, orange INCONCLUSIVE, grey NOT MEASURED)",
+                 fontsize=9)
     save_figure(fig, out / "verdicts.png", data=data)
     return "verdicts.png"
 
@@ -168,13 +194,15 @@ def fig_layers(comp: dict[str, Any], out: Path) -> str | None:
     fig, axes = plt.subplots(1, len(curves), figsize=(5.5 * len(curves), 3.6), squeeze=False)
     for ax, (name, c) in zip(axes[0], curves):
         x = np.arange(len(c["layers"]))
-        for key, style in (("accuracy", "-o"), ("control_accuracy", ":s"), ("selectivity", "-^")):
+        for key, style in (("balanced_accuracy_half_a", "-o"), ("balanced_accuracy_half_b", "-s"),
+                           ("accuracy", "-o"), ("control_accuracy", ":s"), ("selectivity", "-^")):
             if c.get(key) is not None:
                 ax.plot(x, [np.nan if v is None else v for v in c[key]], style, label=key, ms=3)
-        ax.axhline(HYPOTHESES[0].threshold, ls="--", color="k", lw=0.8, label="H1 threshold")
+        ax.axhline(0.5 + HYPOTHESES[0].threshold, ls="--", color="k", lw=0.8, label="H1 threshold (0.5 + excess)")
         ax.set_xticks(x, c["layers"], rotation=90, fontsize=6)
         ax.set_ylim(-0.05, 1.05)
-        ax.set_title(f"{_side_label(comp, name)}: probes per layer (mean over axes)", fontsize=9)
+        ax.set_title(f"{_side_label(comp, name)}: balanced accuracy per hook (mean over axes; A chooses, B reports)",
+                     fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
     save_figure(fig, out / "layers.png", data={name: c for name, c in curves})
@@ -237,6 +265,10 @@ def build_doc(comp: dict[str, Any], figures: list[str]) -> Doc:
     meta = comp.get("meta", {})
     doc = Doc()
     doc.h(1, "Toy vs GPT-2: linear representation hypothesis report")
+    if meta.get("quick"):
+        doc.p("SMOKE TEST, NOT FOR CITATION: " + meta.get("banner", "--quick run with reduced sizes"))
+    if meta.get("uncalibrated"):
+        doc.p("UNCALIBRATED: --permutations 0 and --null-models 0, so no verdict can PASS (each says so).")
     if comp.get("complete"):
         doc.p("Both halves ran: the toy run and the pretrained model were measured with the same metrics.")
     else:
@@ -274,17 +306,47 @@ def build_doc(comp: dict[str, Any], figures: list[str]) -> Doc:
     doc.table(["item", "value"], rows)
 
     doc.h(2, "Hypotheses and verdicts (thresholds fixed before measuring)")
-    table = []
+    sides = verdict_sides(comp)
+    cal = meta.get("calibration") or {}
+    doc.p(f"PASS needs the value beyond the threshold, its 95% interval (bootstrap over word types) entirely on "
+          f"the claimed side, the Holm-adjusted p-value (over the six hypotheses of a side) below alpha = "
+          f"{_fmt(comp.get('alpha', cal.get('alpha')))}, the hypothesis's extra conditions, and for a pretrained "
+          f"model a value beyond every random-init null model; an interval that straddles the threshold is "
+          f"INCONCLUSIVE. Nulls: {cal.get('permutations', 'n/a')} permutation draws, "
+          f"{cal.get('null_models', 'n/a')} random-init null model(s) per side.")
+    rows = []
     for h in HYPOTHESES:
-        v = comp["verdicts"][h.id]
-        table.append([h.id, h.name, h.describe_threshold(),
-                      f"{v['toy']['status']} ({_fmt(v['toy']['value'])})",
-                      f"{v['model']['status']} ({_fmt(v['model']['value'])})"])
-    doc.table(["id", "hypothesis", "threshold", _side_label(comp, "toy"), _side_label(comp, "model")], table)
-    doc.p("Verdict lines (measured value and the threshold that was fixed in advance):")
-    doc.ul([comp["verdicts"][h.id][n]["line"] for h in HYPOTHESES for n in SIDE_NAMES])
+        for name in sides:
+            v = comp["verdicts"][h.id][name]
+            null = v.get("null") or {}
+            rows.append([h.id, _side_label_any(comp, name), v["status"], _fmt(v.get("value")),
+                         f"[{_fmt(v.get('ci_low'))}, {_fmt(v.get('ci_high'))}]", f"{h.op} {_fmt(h.threshold)}",
+                         _fmt(v.get("p_value")), _fmt(v.get("p_adjusted")),
+                         f"{null.get('kind', 'n/a')} (n {null.get('n', 'n/a')}, mean {_fmt(null.get('mean'))})" if null else "n/a",
+                         _fmt(v.get("n_words")), _fmt(v.get("n_prompts"))])
+    doc.table(["id", "side", "status", "value", "95% CI", "threshold", "p", "p adj.", "null", "n words", "n prompts"],
+              rows)
+    ctl = (comp.get("controls") or {}).get("summary")
+    if ctl:
+        doc.p(f"Ground-truth controls (tiny GPT-2-architecture checkpoints with known truth, NOT GPT-2): {ctl['text']}.")
+    doc.p("Verdict lines (with the reason whenever a verdict is not PASS, and where each hook or head was chosen):")
+    items = []
+    for h in HYPOTHESES:
+        for name in sides:
+            v = comp["verdicts"][h.id][name]
+            items.append(v["line"] + (f" [selection: {v['selection']}]" if v.get("selection") else ""))
+    doc.ul(items)
+    nm_rows = []
+    for name in sides:
+        side = _side_obj(comp, name) or {}
+        for hid, nm in (side.get("null_models") or {}).items():
+            nm_rows.append([hid, _side_label_any(comp, name), nm.get("n"), ", ".join(_fmt(x) for x in nm.get("values", [])),
+                            nm.get("false_pass")])
+    if nm_rows:
+        doc.p("Random-init null models (the same architecture re-initialised, measured through the same pipeline):")
+        doc.table(["id", "side", "n", "values", "PASS on null models"], nm_rows)
     doc.p("How each metric is computed:")
-    doc.ul([f"{h.id} ({h.metric}): {h.metric_text}. Claim: {h.claim}." for h in HYPOTHESES])
+    doc.ul([f"{h.id} ({h.metric}; {h.source}): {h.metric_text}. Claim: {h.claim}." for h in HYPOTHESES])
 
     sim = comp.get("similarity")
     doc.h(2, "Toy vs GPT-2 concept geometry")
@@ -313,8 +375,8 @@ def build_doc(comp: dict[str, Any], figures: list[str]) -> Doc:
     else:
         doc.p("Not available: " + "; ".join((sim or {}).get("notes", []) or ["only one side was measured"]))
 
-    for name in SIDE_NAMES:
-        side = comp.get(name)
+    for name in verdict_sides(comp) or SIDE_NAMES:
+        side = _side_obj(comp, name)
         if not side:
             continue
         tables = side.get("tables", {})
@@ -331,13 +393,16 @@ def build_doc(comp: dict[str, Any], figures: list[str]) -> Doc:
 
     doc.h(2, "What could not be measured, and why")
     items = []
-    for name in SIDE_NAMES:
-        side = comp.get(name)
+    for name in verdict_sides(comp) or SIDE_NAMES:
+        side = _side_obj(comp, name)
         if side is None:
             items.append(f"{name}: not run: {meta.get(f'{name}_missing', 'not requested')}")
             continue
         for k, why in side.get("not_measured", {}).items():
             items.append(f"{side.get('label', name)}: {k}: {why}")
+        for hid, m in (side.get("measurements") or {}).items():
+            if (m or {}).get("not_measured"):
+                items.append(f"{side.get('label', name)}: {hid}: {m['not_measured']}")
     doc.ul(items or ["everything in the table above was measured on both sides"])
     return doc
 
@@ -357,8 +422,15 @@ def write_report(comp: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
 
 
 def verdict_summary(comp: dict[str, Any]) -> str:
-    """A few terminal lines: one per hypothesis and side."""
-    lines = [comp["verdicts"][h.id][n]["line"] for h in HYPOTHESES for n in SIDE_NAMES]
+    """A few terminal lines: one per hypothesis and side (controls labelled as such), then the controls' score."""
+    lines = []
+    meta = comp.get("meta", {})
+    if meta.get("quick"):
+        lines.append("SMOKE TEST, NOT FOR CITATION (--quick)")
+    lines += [comp["verdicts"][h.id][n]["line"] for n in verdict_sides(comp) for h in HYPOTHESES]
+    ctl = (comp.get("controls") or {}).get("summary")
+    if ctl:
+        lines.append(f"ground-truth controls (not GPT-2): {ctl['text']}")
     return "\n".join(lines)
 
 

@@ -8,43 +8,42 @@ import re
 import numpy as np
 import pytest
 
-from probekit.compare import FAIL, HYPOTHESES, NOT_MEASURED, PASS, build_comparison, cosine_structure, verdict
+from probekit.compare import FAIL, HYPOTHESES, INCONCLUSIVE, NOT_MEASURED, PASS, build_comparison, cosine_structure
 from probekit.report import write_report
 
 
-def _fake_side(name, dim, cos, values, not_measured=None):
+from probekit import calibration as C
+
+
+def _fake_side(name, dim, cos, values, not_measured=None, kind="toy"):
+    """A side with calibrated measurements (value, interval, p, null) for the given hypotheses."""
     axes = [f"{name}_axis{i}" for i in range(len(cos))]
-    return {"side": name, "label": name, "identity": {"model_id": name}, "data": {},
-            "values": values, "not_measured": not_measured or {},
+    ms = {}
+    for h in HYPOTHESES:
+        if h.id in values:
+            v = values[h.id]
+            ms[h.id] = C.measurement(v, ci_low=v - 0.05, ci_high=v + 0.05, p_value=0.001,
+                                     null={"kind": "permutation", "n": 200, "mean": 0.0, "q95": 0.05},
+                                     n_words=100, n_prompts=80)
+        else:
+            ms[h.id] = C.not_measured((not_measured or {}).get(h.id, "not measured here"))
+    return {"side": name, "label": name, "identity": {"model_id": name, "kind": kind}, "data": {},
+            "measurements": ms, "not_measured": {},
             "details": {"axes": axes, "axis_cosines": cos, "dim": dim,
                         "within_cos": {a: 0.3 for a in axes},
-                        "layer_curve": {"layers": ["a", "b"], "accuracy": [0.6, 0.9],
-                                        "control_accuracy": [0.5, 0.55], "selectivity": [0.1, 0.35]},
+                        "layer_curve": {"layers": ["a", "b"], "balanced_accuracy_half_a": [0.6, 0.9],
+                                        "balanced_accuracy_half_b": [0.55, 0.85]},
                         "attention_excess": [[0.05, 0.2]]}}
 
 
-def test_verdict_pass_fail_and_not_measured():
-    h1 = HYPOTHESES[0]
-    side = {"side": "toy", "label": "toy", "values": {"selectivity": 0.5}, "not_measured": {}}
-    v = verdict(h1, side)
-    assert v["status"] == PASS and "0.500" in v["line"] and ">= 0.200" in v["line"]
-    v = verdict(h1, dict(side, values={"selectivity": 0.1}))
-    assert v["status"] == FAIL and "0.100" in v["line"]
-    v = verdict(h1, dict(side, values={}, not_measured={"selectivity": "no labelled words"}))
-    assert v["status"] == NOT_MEASURED and "no labelled words" in v["line"] and "0.200" in v["line"]
-    # NaN is not a measurement
-    assert verdict(h1, dict(side, values={"selectivity": float("nan")}))["status"] == NOT_MEASURED
-
-
-def test_verdict_with_baseline_needs_both_threshold_and_gain():
-    h4 = next(h for h in HYPOTHESES if h.id == "H4")
-    side = {"side": "model", "label": "m", "not_measured": {}}
-    assert verdict(h4, dict(side, values={"additivity_r2": 0.8, "additivity_r2_shuffled": 0.1}))["status"] == PASS
-    # high R^2 but no better than shuffled labels: fail
-    assert verdict(h4, dict(side, values={"additivity_r2": 0.8, "additivity_r2_shuffled": 0.75}))["status"] == FAIL
-    h6 = next(h for h in HYPOTHESES if h.id == "H6")
-    v = verdict(h6, dict(side, values={"steering_specificity": 0.5, "steering_specificity_random": 0.6}))
-    assert v["status"] == FAIL and "steering_specificity_random = 0.600" in v["line"]
+def test_verdict_on_a_side_with_holm():
+    side = _fake_side("toy", 8, np.eye(2), {"H1": 0.5, "H2": 0.05, "H3": 0.9, "H4": 0.8, "H5": 0.3, "H6": 1.0})
+    comp = build_comparison(side, None, {})
+    v = comp["verdicts"]["H1"]["toy"]
+    assert v["status"] == PASS and v["p_adjusted"] == pytest.approx(0.006)
+    for key in ("p_value", "p_adjusted", "ci_low", "ci_high", "null", "n_words", "n_prompts"):
+        assert key in v
+    assert comp["verdicts"]["H1"]["model"]["status"] == NOT_MEASURED
 
 
 def test_cosine_structure():
@@ -56,14 +55,11 @@ def test_cosine_structure():
 
 def test_report_files_from_fake_sides(tmp_path):
     toy = _fake_side("toy", 64, np.eye(3) + 0.05 * (1 - np.eye(3)),
-                     {"selectivity": 0.6, "mean_abs_cos": 0.05, "frac_within_positive": 1.0,
-                      "additivity_r2": 0.9, "additivity_r2_shuffled": 0.0, "attention_excess": 0.4,
-                      "steering_specificity": 1.0, "steering_specificity_random": 0.01})
+                     {"H1": 0.45, "H2": 0.05, "H3": 1.0, "H4": 0.9, "H5": 0.4, "H6": 1.0})
     model = _fake_side("model", 768, np.eye(4) + 0.4 * (1 - np.eye(4)),
-                       {"selectivity": 0.1, "mean_abs_cos": 0.4, "frac_within_positive": 0.5,
-                        "additivity_r2": 0.2, "additivity_r2_shuffled": 0.05, "attention_excess": 0.02},
-                       not_measured={"steering_specificity": "no steering module"})
-    comp = build_comparison(toy, model, {"seed": 0})
+                       {"H1": 0.1, "H2": 0.4, "H3": 0.5, "H4": 0.2, "H5": 0.02},
+                       not_measured={"H6": "no steering module"}, kind="transformer")
+    comp = build_comparison(toy, model, {"seed": 0, "quick": True, "banner": "smoke test, not for citation"})
     assert comp["complete"]
     assert comp["verdicts"]["H1"]["toy"]["status"] == PASS and comp["verdicts"]["H1"]["model"]["status"] == FAIL
     assert comp["verdicts"]["H6"]["model"]["status"] == NOT_MEASURED
@@ -76,20 +72,27 @@ def test_report_files_from_fake_sides(tmp_path):
         assert (tmp_path / name).is_file(), name
     md = (tmp_path / "report.md").read_text()
     assert "no steering module" in md and "What could not be measured" in md
-    # every verdict line names the measured value and the threshold fixed in advance
+    assert "SMOKE TEST, NOT FOR CITATION" in md
+    # every verdict line carries the value, its interval, p and adjusted p, the null and n
     lines = [ln for ln in md.splitlines() if re.match(r"- H[1-6] [a-z -]+ \[", ln)]
     assert len(lines) == 12
     for ln in lines:
-        assert "threshold" in ln and ("PASS" in ln or "FAIL" in ln or "NOT MEASURED" in ln)
+        if "NOT MEASURED" in ln:
+            continue
+        for piece in ("95% CI [", "threshold", "p = ", "p_adj = ", "null: ", "n_words = "):
+            assert piece in ln, (piece, ln)
     data = json.loads((tmp_path / "comparison.json").read_text())
     assert data["verdicts"]["H2"]["model"]["value"] == pytest.approx(0.4)
+    assert data["verdicts"]["H2"]["model"]["status"] == FAIL
+    vj = json.loads((tmp_path / "verdicts.json").read_text())
+    assert vj["H1"]["toy"]["null"]["n"] == 200
     assert "<table>" in (tmp_path / "report.html").read_text()
     assert not list(tmp_path.glob("*partial*"))
     assert files["report_md"].exists()
 
 
 def test_half_comparison_says_what_is_missing(tmp_path):
-    toy = _fake_side("toy", 64, np.eye(3), {"selectivity": 0.6})
+    toy = _fake_side("toy", 64, np.eye(3), {"H1": 0.6})
     comp = build_comparison(toy, None, {"model_missing": "GPT-2 is not in the cache", "fix": "hf download gpt2"})
     assert not comp["complete"] and comp["similarity"] is None
     assert comp["verdicts"]["H1"]["model"]["status"] == NOT_MEASURED
@@ -123,35 +126,61 @@ def test_compare_end_to_end(tmp_path, toy_run, tiny_gpt2_dir):
 
     out = tmp_path / "cmp"
     rc = main(["compare", "--toy", str(toy_run.path), "--model", f"path:{tiny_gpt2_dir}", "--out", str(out),
-               "--quick", "--axes", "gender,number", "--no-progress"])
+               "--quick", "--axes", "gender,number,size", "--null-models", "1", "--permutations", "150",
+               "--no-progress"])
     assert rc == 0
     for name in ("report.md", "report.html", "comparison.json", "verdicts.png", "cosines.png", "layers.png",
-                 "attention.png", "similarity.png"):
+                 "attention.png"):
         assert (out / name).is_file(), name
     comp = json.loads((out / "comparison.json").read_text())
-    assert comp["complete"] is True
+    assert comp["complete"] is True and comp["meta"]["calibration"]["permutations"] == 150
     assert comp["model"]["identity"]["model_id"] == f"path:{tiny_gpt2_dir.resolve()}"
     assert comp["model"]["identity"]["processing"]["compatibility_mode"] is False
-    assert comp["model"]["data"]["axes"] == ["gender", "number"]
+    assert comp["model"]["data"]["axes"] == ["gender", "number", "size"]
     assert len(comp["model"]["data"]["words_data_hash"]) == 64
     assert comp["toy"]["identity"]["config"]["d"] == toy_run.config.d
-    # every hypothesis was measured on both sides, with the fixed threshold recorded next to the value
     for h in HYPOTHESES:
         for side in ("toy", "model"):
             v = comp["verdicts"][h.id][side]
-            assert v["status"] in (PASS, FAIL), (h.id, side, v)
-            assert math.isfinite(v["value"]) and v["threshold"] == h.threshold
-            assert f"threshold {h.op} " in v["line"]
-    # the trained toy is linearly decodable, near-orthogonal across concepts, positive within concepts
+            assert v["status"] in (PASS, FAIL, INCONCLUSIVE, NOT_MEASURED), (h.id, side, v)
+            assert v["threshold"] == h.threshold
+            if v["status"] != NOT_MEASURED:
+                assert math.isfinite(v["value"]) and v["p_value"] is not None and v["null"]["n"] > 0
+    # null models went through the same pipeline, one per side
+    assert comp["model"]["null_models"]["H1"]["n"] == 1 and comp["toy"]["null_models"]["H1"]["n"] == 1
+    # the toy's input carries its dictionary: linearly decodable and near-orthogonal
     assert comp["verdicts"]["H1"]["toy"]["status"] == PASS
     assert comp["verdicts"]["H2"]["toy"]["status"] == PASS
-    assert comp["verdicts"]["H3"]["toy"]["status"] == PASS
-    # a random-weight GPT-2 carries no concept: its probes are not selective
-    assert comp["verdicts"]["H1"]["model"]["status"] == FAIL
-    sim = comp["similarity"]
-    assert sim["sides"]["toy"]["dim"] == 2 * toy_run.config.d and sim["sides"]["model"]["dim"] == 64
+    # a random-weight GPT-2 carries no concept: nothing about it may PASS
+    assert not any(comp["verdicts"][h.id]["model"]["status"] == PASS for h in HYPOTHESES)
+    # selection on half A, value on half B, said in the report
+    assert "chosen on half A" in comp["verdicts"]["H1"]["model"]["selection"]
     md = (out / "report.md").read_text()
     assert "compatibility_mode" in md and comp["model"]["data"]["words_data_hash"] in md
+    assert "SMOKE TEST, NOT FOR CITATION" in md
+
+
+@pytest.mark.parametrize("flag,value", [("--null-models", "-1"), ("--permutations", "x"), ("--alpha", "1.5"),
+                                        ("--alpha", "0")])
+def test_compare_rejects_bad_calibration_flags_before_work(tmp_path, toy_run, capsys, flag, value):
+    from probekit.cli import main
+
+    try:
+        rc = main(["compare", "--toy", str(toy_run.path), "--out", str(tmp_path / "o"), flag, value])
+    except SystemExit as e:
+        rc = e.code
+    assert rc == 2
+    assert flag in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_run_comparison_checks_calibration_arguments(tmp_path):
+    from probekit.compare import run_comparison
+    from probekit.errors import ProbekitError
+
+    for kw in ({"null_models": -1}, {"permutations": 1.5}, {"alpha": 1.0}):
+        with pytest.raises(ProbekitError):
+            run_comparison(toy_run=None, model=None, out_dir=tmp_path / "x", **kw)
+    assert not (tmp_path / "x").exists()
 
 
 def test_compare_refuses_a_model_that_does_not_load(tmp_path, toy_run):

@@ -42,8 +42,11 @@ def test_demo_offline_runs_the_toy_half_and_exits_3(tmp_path, toy_run):
     assert "only the toy half ran" in p.stdout and "boot_transformers('gpt2')" in p.stdout
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["complete"] is False and comp["model"] is None
-    assert comp["verdicts"]["H1"]["toy"]["status"] in ("PASS", "FAIL")
+    assert comp["verdicts"]["H1"]["toy"]["status"] in ("PASS", "FAIL", "INCONCLUSIVE")
     assert comp["verdicts"]["H1"]["model"]["status"] == "NOT MEASURED"
+    # GPT-2 could not be loaded, but the controls still ran, and are never presented as GPT-2
+    assert comp["controls"]["summary"]["text"].startswith("recovered what was planted")
+    assert "ground-truth controls (not GPT-2)" in p.stdout
     md = (out / "report.md").read_text()
     assert "INCOMPLETE" in md and "could not load 'gpt2'" in md
     assert "HF_HUB_OFFLINE=0 python -c" in md          # the one command that fixes it
@@ -60,8 +63,18 @@ def test_demo_full_quick_on_tiny_gpt2(tmp_path, tiny_gpt2_dir, capsys):
     assert comp["complete"] is True and comp["meta"]["quick"] is True
     assert (out / "toy" / "run.json").is_file()                 # the demo trained its toy into OUT/toy
     assert comp["toy"]["identity"]["config"]["K"] == 4          # the --quick toy config
-    assert all(comp["verdicts"][h]["model"]["status"] in ("PASS", "FAIL") for h in comp["verdicts"])
-    assert "report:" in capsys.readouterr().out
+    statuses = ("PASS", "FAIL", "INCONCLUSIVE", "NOT MEASURED")
+    assert all(comp["verdicts"][h]["model"]["status"] in statuses for h in comp["verdicts"])
+    # the demo shows its own calibration: two ground-truth controls, labelled as controls everywhere
+    assert set(comp["controls"]) >= {"control_planted", "control_random", "summary"}
+    assert comp["controls"]["control_planted"]["label"].startswith("CONTROL")
+    assert comp["verdicts"]["H1"]["control_planted"]["status"] == "PASS"
+    assert comp["controls"]["summary"]["false_pass_random_init"] == 0
+    out_text = capsys.readouterr().out
+    assert "report:" in out_text and "recovered what was planted:" in out_text
+    assert "SMOKE TEST, NOT FOR CITATION" in out_text
+    md = (out / "report.md").read_text()
+    assert "recovered what was planted" in md and "CONTROL: random init" in md
 
 
 def test_demo_rejects_bad_overrides_before_work(tmp_path, capsys):
