@@ -252,7 +252,7 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
         from sklearn.linear_model import LogisticRegression
 
         try:
-            from tqdm.auto import tqdm
+            from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
         except ImportError:  # pragma: no cover
             tqdm = None
         it = acts if not (progress and tqdm) else tqdm(list(acts), desc="sklearn logistic")
@@ -372,7 +372,7 @@ def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES,
             results[(h, "logistic")] = lr[h]
     hooks = list(acts)
     try:
-        from tqdm.auto import tqdm
+        from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
         it = tqdm(hooks, desc=f"probing {concept}", disable=not progress)
     except ImportError:  # pragma: no cover
         it = hooks

@@ -377,7 +377,7 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
         acts = extract(lm, ["The cat sat", "A dog ran far"], "resid_post:1", position="last")
         acts["blocks.1.hook_resid_post"].shape     # (2, d_model)
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     names = resolve_hooks(lm.model, hooks)
     prep = prepare(lm, prompts, position)
@@ -431,7 +431,7 @@ def forward_logits(lm: Any, prompts: Any, position: Any = "last", batch_size: in
         logits = forward_logits(lm, prompts, position="last")
         pred = logits.argmax(-1)                       # next-token ids
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     prep = prepare(lm, prompts, position)
     bar = tqdm(total=prep.n, desc="forward", unit="prompt", disable=not progress)

@@ -348,7 +348,7 @@ def icl_curve(lm: Any, dataset: WordDataset | None, axis: str | None,
     Transformer models: prompts from `dataset` / `axis` (all prompts are built and checked before any
     forward pass). Toy runs: `dataset`/`axis` are ignored; the run's own generator is used.
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     ks = _parse_ks(ks)
     res: dict[str, Any] = {"model": lm.identity() if hasattr(lm, "identity") else {}, "ks": ks,

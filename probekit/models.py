@@ -14,6 +14,7 @@ saying what was tried and how to fix it. Random weights are never substituted fo
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,29 @@ class LoadedModel:
         return out
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' / huggingface_hub's loading bars and notices off while a model loads, unless
+    PROBEKIT_VERBOSE is set (`probekit -v`). The previous state is restored afterwards."""
+    if os.environ.get("PROBEKIT_VERBOSE"):
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was_on, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or \
         os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
@@ -205,7 +229,8 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
             raise ModelLoadError(f"path:{path}: the folder has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
                                  "save the tokenizer there with `tokenizer.save_pretrained(dir)`")
     try:
-        bridge = TransformerBridge.boot_transformers(str(path), device=device, tokenizer=tok)
+        with quiet_loading():
+            bridge = TransformerBridge.boot_transformers(str(path), device=device, tokenizer=tok)
     except Exception as e:
         raise ModelLoadError(f"path:{path}: TransformerBridge.boot_transformers could not load the checkpoint "
                              f"({type(e).__name__}: {e}). The folder must hold a TransformerLens-supported "
@@ -238,7 +263,8 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
     # apart), else the canonical id; only one network attempt is ever made
     load_as = next((n for n in hub_names(name) if _cached(n)), name)
     try:
-        bridge = TransformerBridge.boot_transformers(load_as, device=device)
+        with quiet_loading():
+            bridge = TransformerBridge.boot_transformers(load_as, device=device)
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         # huggingface_hub's offline / connection / not-found errors are OSError subclasses
         mode = "HF_HUB_OFFLINE is set" if _offline() else "no network or the Hub refused"

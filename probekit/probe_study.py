@@ -255,7 +255,7 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
 
     rows: list[dict] = []
     best: dict[str, dict] = {}
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     for c in tqdm(concept_list, desc="concepts", disable=not progress):
         truth = truth_all.get(c)

@@ -72,7 +72,7 @@ def _shard_ok(path: Path, names: Sequence[str]) -> bool:
 def extract_to_store(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, *, batch_size: int,
                      shard_size: int, progress: bool, fwd_hooks: Any, check_finite: bool):
     """Run extraction shard by shard into `store_dir` (skipping shards already there); return Activations."""
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
     from toy.runio import atomic_write_json, library_versions, save_tensors
 
     from .extract import _scatter, activation_meta, iter_batches, run_batch
