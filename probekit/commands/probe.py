@@ -15,7 +15,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "(one row per concept, layer and probe), DIR/<concept>_probes.png and the best probe per "
                     "concept (by selectivity) in DIR/probes/<concept>/. Exit 2 on bad input, before any work.",
     )
-    p.add_argument("--model", required=True, help="gpt2-style name, path:DIR (local checkpoint) or toy:RUN_DIR")
+    p.add_argument("--model", default="", help="gpt2-style name, path:DIR (local checkpoint) or toy:RUN_DIR "
+                                                "(with --store: optional, checked against the store's model)")
+    p.add_argument("--store", default="", metavar="DIR",
+                   help="fit from an activation store written by `probekit extract` (one hook in memory at a time; "
+                        "labels and groups from its rows.json) instead of extracting")
+    p.add_argument("--group-by", default="", metavar="COLUMN",
+                   help="with --store: the rows.json column that groups the folds (default: the store's group column)")
     p.add_argument("--data", default="", metavar="CSV",
                    help="word CSV (column 'word' + one column per concept axis; default the bundled data/words.csv). "
                         "Toy runs make their own prompts: omit it")
@@ -58,12 +64,29 @@ def run(args) -> int:
             raise DataError(f"--{name.replace('_', '-')} {v}: must be >= {2 if name == 'folds' else 1}")
     if not args.C > 0:
         raise DataError(f"--C {args.C}: must be > 0")
+    if args.store:
+        from ..store_probe import run_store_probe_study
+
+        if args.data or args.template or args.position:
+            raise DataError("--data / --template / --position describe extraction; with --store they are fixed by "
+                            "the store (drop them)")
+        res = run_store_probe_study(args.store, args.out, model=args.model or None, concepts=args.concept,
+                                    layers=args.layers, probes=args.probes, n_folds=args.folds, n_repeats=args.repeats,
+                                    n_controls=args.controls, seed=args.seed, C=args.C, group_by=args.group_by or None,
+                                    overwrite=args.overwrite, progress=not args.no_progress)
+        return _report(res)
+    if not args.model:
+        raise DataError("give --model MODEL (or --store DIR to fit from an activation store)")
     res = run_probe_study(
         args.model, args.out, data=args.data or None, concepts=args.concept, layers=args.layers,
         probes=args.probes, templates=args.template, position=args.position or None, n_folds=args.folds,
         n_repeats=args.repeats, n_controls=args.controls, seed=args.seed, n_prompts=args.n_prompts,
         batch_size=args.batch_size, C=args.C, compatibility_mode=args.compatibility_mode, device=args.device,
         overwrite=args.overwrite, progress=not args.no_progress)
+    return _report(res)
+
+
+def _report(res) -> int:
     print(f"wrote {res['out']}/results.json ({len(res['rows'])} rows)")
     for c, b in res["best"].items():
         tc = "" if b.get("truth_cosine") is None else f", truth cosine {b['truth_cosine']:.3f}"
