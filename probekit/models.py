@@ -219,9 +219,7 @@ def _placement_extra(bridge: Any, boot: dict | None) -> dict:
     if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
         out["device_map"] = boot.get("device_map") or "balanced"
         out["n_devices"] = int(getattr(bridge.cfg, "n_devices", 1) or 1)
-        hf_map = getattr(getattr(bridge, "original_model", None), "hf_device_map", None)
-        if hf_map:
-            out["devices"] = sorted({str(v) for v in hf_map.values()})
+        out["devices"] = sorted({str(p.device) for p in bridge.parameters()})   # where accelerate put the weights
     return out
 
 
