@@ -170,6 +170,31 @@ STUDY_KINDS: dict[str, StudyKind] = {
 }
 
 
+def _run_extract(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    from .extract_study import run_extract
+
+    m, d, e = cfg["model"], cfg["data"], cfg["extract"]
+    res = run_extract(m["spec"], out, data=d["words"] or None, prompts=d["prompts"] or None, concepts=d["axes"] or "all",
+                      templates=d["templates"] or None, hooks=e["hooks"], position=e["position"] or None,
+                      shard_size=e["shard_size"], batch_size=e["batch_size"], device=e["device"], dtype=m["dtype"],
+                      device_map=m["device_map"] or None, n_devices=m["n_devices"] or None,
+                      max_memory=m["max_memory"] or None, compatibility_mode=m["compatibility_mode"], progress=progress)
+    return {k: res[k] for k in ("store_dir", "n", "n_shards", "hooks", "n_pending_before", "world_size", "position")}
+
+
+# `probekit extract` as a study kind (the same keys as the CLI flags; run it under torchrun for data parallel)
+STUDY_KINDS["extract"] = StudyKind(
+    "extract",
+    "activations of a model at some hooks and a position rule, for a word CSV or a JSON-lines prompts file, into a "
+    "resumable store folder (probekit.extract_study; data parallel under torchrun)",
+    {"study": dict(_COMMON),
+     "model": dict(_MODEL, dtype="float32", device_map="", n_devices=0, max_memory=""),
+     "data": {"words": "", "prompts": "", "axes": [], "templates": []},
+     "extract": {"hooks": "all", "position": "", "shard_size": 2048, "batch_size": 32, "device": "cpu"}},
+    _run_extract,
+)
+
+
 def _type_name(v: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(type(v), type(v).__name__)
 

@@ -257,3 +257,15 @@ def test_unsupported_architecture_is_a_clear_error(tmp_path, tok):
     tok.save_pretrained(str(d))
     with pytest.raises(ModelLoadError, match="not supported by TransformerLens.*GPTNeoXForCausalLM"):
         load_model(f"path:{d}")
+
+
+def test_extract_study_kind(tiny_gpt2_dir, prompts_file, tmp_path):
+    from probekit.store import load_store
+    from probekit.study import run_study
+
+    f = tmp_path / "ex.toml"
+    f.write_text(f'[study]\nkind = "extract"\n[model]\nspec = "path:{tiny_gpt2_dir}"\n'
+                 f'[data]\nprompts = "{prompts_file}"\n[extract]\nhooks = "resid_post:1"\nshard_size = 10\n')
+    res = run_study(f, out=tmp_path / "store", progress=False)
+    assert res["result"]["n_shards"] == 3 and res["result"]["position"] == "last"
+    assert load_store(tmp_path / "store")["blocks.1.hook_resid_post"].shape == (24, 64)
