@@ -2,7 +2,7 @@
 prompts file, written into a resumable store folder (``probekit.store``), on one process or on
 every rank of a ``torchrun`` (``probekit.distributed``).
 
-    run_extract("path:/models/gpt2", "acts/gpt2_words", data="data/words.csv", concepts="gender,number")
+    run_extract("path:/models/gpt2", "acts/gpt2_words", words="data/words.csv", axes="gender,number")
     run_extract("gpt2", "acts/prompts", prompts="prompts.jsonl", hooks="resid_post", position="last")
 
 Inputs:
@@ -123,11 +123,11 @@ def check_existing_store(out: Path, model_id: str | None, dtype: str) -> None:
                                  "use the same dtype to resume, or another --out")
 
 
-def run_extract(model: str, out: Any, *, data: str | None = None, prompts: str | None = None, concepts: Any = "all",
-                templates: Sequence[str] | None = None, hooks: str = "all", position: str | None = None,
+def run_extract(model: str, out: Any, *, words: str = "", prompts: str = "", axes: Any = (),
+                templates: Sequence[str] = (), hooks: str = "all", position: str = "",
                 shard_size: int = 2048, batch_size: int = 32, device: str = "cpu", dtype: str = "float32",
-                device_map: str | None = None, n_devices: int | None = None, max_memory: Any = None,
-                compatibility_mode: bool = False, progress: bool = True, dist_timeout_min: float = 1440.0
+                device_map: str = "", n_devices: int = 0, max_memory: Any = "",
+                compatibility_mode: bool = False, progress: bool = True, dist_timeout: float = 1440.0
                 ) -> dict[str, Any]:
     """Extract into store `out` (see the module docstring); under torchrun every rank calls this.
     Every input is checked before the model loads; returns the summary of `extract_store`."""
@@ -135,12 +135,16 @@ def run_extract(model: str, out: Any, *, data: str | None = None, prompts: str |
     from .models import load_model
     from .probe_study import resolve_layers
 
+    data, concepts = words or None, (axes or "all")
+    templates = list(templates or []) or None
+    device_map, n_devices, max_memory = device_map or None, (n_devices or None), (max_memory or None)
+    prompts, position = prompts or None, position or None
     if data and prompts:
         raise DataError("give either --data (a word CSV) or --prompts (a JSON-lines file), not both")
     if batch_size < 1:
         raise DataError(f"--batch-size {batch_size}: must be >= 1")
     if prompts:
-        if templates or (concepts not in (None, "", "all")):
+        if templates or (concepts not in (None, "", "all", ["all"])):
             raise DataError("--template / --concept apply to word CSVs; a prompts file carries its own texts")
         plist, rows = jsonl_rows(prompts)
         pos = position or "last"
@@ -153,7 +157,7 @@ def run_extract(model: str, out: Any, *, data: str | None = None, prompts: str |
                     max_memory=max_memory, world_size=world)
     out = Path(out).expanduser().resolve()
     check_existing_store(out, predicted_model_id(model), str(dtype).lower())
-    ctx = init_distributed(device=device, timeout_min=dist_timeout_min)
+    ctx = init_distributed(device=device, timeout_min=dist_timeout)
     try:
         lm = load_model(model, device=ctx.device, compatibility_mode=compatibility_mode, dtype=dtype,
                         device_map=device_map, n_devices=n_devices, max_memory=max_memory)
