@@ -208,11 +208,17 @@ def test_device_map_auto_on_cpu_matches_single_device(tiny_gpt2_dir):
         np.testing.assert_allclose(a[h], b[h], atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["neox", "llama"])
-def test_pipeline_runs_on_other_architectures(arch, tmp_path, small_words, ds):
-    """Extraction, probes, geometry, attention and steering through the public functions, unchanged."""
+@pytest.fixture(scope="module")
+def arch_dirs(tmp_path_factory):
     from tests.arch_fixtures import make_tiny_arch
 
+    root = tmp_path_factory.mktemp("archs")
+    return {a: make_tiny_arch(root / a, a) for a in ("neox", "llama")}
+
+
+@pytest.mark.parametrize("arch", ["neox", "llama"])
+def test_pipeline_runs_on_other_architectures(arch, arch_dirs, small_words, ds):
+    """Extraction, probes, geometry, attention and steering through the public functions, unchanged."""
     from probekit import attention as A
     from probekit import geometry as G
     from probekit.evaluate import layer_sweep
@@ -222,8 +228,7 @@ def test_pipeline_runs_on_other_architectures(arch, tmp_path, small_words, ds):
     from probekit.steering import steer_outputs
     from probekit.words import load_word_csv, word_prompts
 
-    d = make_tiny_arch(tmp_path / arch, arch)
-    lm = load_model(f"path:{d}")
+    lm = load_model(f"path:{arch_dirs[arch]}")
     names = lm.hook_names()
     assert lm.n_layers == 2 and lm.d_model == 64
     assert lm.resid_hook(1) in names and "blocks.1.attn.hook_pattern" in names
@@ -245,6 +250,21 @@ def test_pipeline_runs_on_other_architectures(arch, tmp_path, small_words, ds):
     assert base.shape == (6,) and np.allclose(steered, base[None], atol=1e-5)
     _, moved = steer_outputs(lm, icl, "blocks.1.hook_resid_post", 10 * np.eye(64)[:1], position="final")
     assert not np.allclose(moved[0], base)
+
+
+@pytest.mark.parametrize("arch", ["neox", "llama"])
+def test_comparison_model_side_runs_on_other_architectures(arch, arch_dirs):
+    """The comparison's model half (all six hypotheses) through its public entry point, unchanged."""
+    from probekit.compare import load_words, measure_model
+    from probekit.models import load_model
+
+    lm = load_model(f"path:{arch_dirs[arch]}")
+    side = measure_model(lm, load_words(""), n_prompts=16, axes=["gender", "number"], steer_n=4, steer_random=1,
+                         progress=False)
+    assert side["identity"]["model_id"] == lm.model_id and not side["not_measured"]
+    for k in ("selectivity", "mean_abs_cos", "frac_within_positive", "additivity_r2", "attention_excess",
+              "steering_specificity"):
+        assert np.isfinite(side["values"][k]), k
 
 
 def test_unsupported_architecture_is_a_clear_error(tmp_path, tok):
