@@ -215,11 +215,11 @@ def _boot_kwargs(device: str, boot: dict | None) -> dict:
 
 def _placement_extra(bridge: Any, boot: dict | None) -> dict:
     boot = boot or {}
-    out: dict[str, Any] = {"dtype": str(boot.get("dtype", "float32"))}
+    out: dict[str, Any] = {"dtype": str(boot.get("dtype", "float32")),
+                           "devices": sorted({str(p.device) for p in bridge.parameters()})}   # where the weights are
     if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
         out["device_map"] = boot.get("device_map") or "balanced"
         out["n_devices"] = int(getattr(bridge.cfg, "n_devices", 1) or 1)
-        out["devices"] = sorted({str(p.device) for p in bridge.parameters()})   # where accelerate put the weights
     return out
 
 

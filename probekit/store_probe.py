@@ -11,8 +11,10 @@ rounding:
 * mass-mean and LDA: every (label set, fold) gets a streaming :class:`probekit.stats.ClassStatsFitter`
   fed shard by shard with its training rows (``fit_stats``), then a second pass scores the held-out
   rows. The fitters of one pass fit in `memory_gb` (more passes when they do not);
-* logistic: the batched Newton solver (``probekit.fast_logistic``) on one hook's rows at a time;
-* random-direction baseline: projections accumulated shard by shard.
+* logistic (and then the random-direction baseline): ``layer_sweep`` itself on one hook's rows at a
+  time (the batched Newton solver of ``probekit.fast_logistic``);
+* random-direction baseline without logistic: projections accumulated shard by shard (the
+  scikit-learn read-out of ``evaluate.random_direction_accuracy``).
 
 Labels and groups come from the store's ``rows.json`` (written by ``probekit extract``).
 """
@@ -156,8 +158,8 @@ def store_layer_sweep(store_dir, hooks: Sequence[str], labels, groups, probes: I
     """`evaluate.layer_sweep` over a store's hooks, one hook at a time (rows in the same format)."""
     from tqdm.auto import tqdm
 
-    from .evaluate import cross_validate_logistic, default_layer_of, selectivity
-    from .store import read_store_manifest
+    from .evaluate import default_layer_of, layer_sweep, selectivity
+    from .store import load_store_hook, read_store_manifest
 
     probes = check_probe_names(probes)
     m = manifest or read_store_manifest(store_dir)
@@ -171,14 +173,23 @@ def store_layer_sweep(store_dir, hooks: Sequence[str], labels, groups, probes: I
     params = {"mass-mean": {}, "lda": {"shrinkage": shrinkage}}
     rows = []
     for h in tqdm(list(hooks), desc=f"probing {concept} (store)", disable=not progress):
-        res = {}
+        res, lrow = {}, None
         if "logistic" in probes:
-            lr = cross_validate_logistic({h: _flat_hook(store_dir, h, m, keep)}, label_sets, all_folds, k, C=C)
-            res["logistic"] = lr[h]
+            # one hook's rows in memory: the in-memory sweep itself gives the logistic row and the baseline
+            X = load_store_hook(store_dir, h, m)
+            lrow = layer_sweep({h: X.reshape(X.shape[0], -1)}, labels, groups, probes=["logistic"], n_folds=n_folds,
+                               seed=seed, n_repeats=n_repeats, n_controls=n_controls, C=C, shrinkage=shrinkage,
+                               concept=concept)[0]
+            del X
+            rand = lrow["random_direction_accuracy"]
+        else:
+            rand = _stream_random_direction(store_dir, h, m, keep, y, all_folds[0], seed)
         if gauss:
             res.update(_stream_gaussian(store_dir, h, m, keep, label_sets, all_folds, k, gauss, params, memory_gb))
-        rand = _stream_random_direction(store_dir, h, m, keep, y, all_folds[0], seed)
         for name in probes:
+            if name == "logistic":
+                rows.append(lrow)
+                continue
             acc, auc = res[name]["acc"], res[name]["auroc"]
             rows.append({
                 "layer": default_layer_of(h), "hook": h, "probe": name, "concept": concept,

@@ -4,8 +4,9 @@ architecture with random weights built locally (no download), writing the same s
     python scripts/bench_distributed.py [--n 192] [--shard-size 16] [--threads 2]
 
 Runs `probekit extract` three ways on the same prompts, hooks (every resid_post) and shards:
-  A  one process, --threads BLAS threads          (python -m probekit extract)
-  B  torchrun --nproc-per-node 2, gloo, threads/2 threads per rank
+  A1 one process, 1 BLAS thread                    (python -m probekit extract)
+  A2 one process, --threads BLAS threads
+  B  torchrun --nproc-per-node 2, gloo, threads/2 BLAS threads per rank
 Prints wall time of each command (model load included) and the extraction time (the slowest rank's
 sum of per-shard times, from the per-shard progress lines), their ratios, and compares the two stores
 (bitwise equal only when both runs use the same BLAS thread count; otherwise float rounding). On a 2-core machine the two ranks share the cores one process can
@@ -85,6 +86,7 @@ def main() -> None:
         common = ["extract", "--model", f"path:{model}", "--prompts", str(prompts), "--hooks", "resid_post",
                   "--position", "last", "--shard-size", str(args.shard_size), "--batch-size", str(args.batch_size),
                   "--no-progress"]
+        wall0, log0 = run([sys.executable, "-m", "probekit"] + common + ["--out", str(tmp / "one1")], 1)
         wall1, log1 = run([sys.executable, "-m", "probekit"] + common + ["--out", str(tmp / "one")], args.threads)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -95,11 +97,16 @@ def main() -> None:
         a, b = load_store(tmp / "one"), load_store(tmp / "two")
         same = all(np.array_equal(a[h], b[h]) for h in a.hooks)     # bitwise only with equal BLAS thread counts
         rel = max(float(np.abs(a[h] - b[h]).max() / (np.abs(a[h]).max() + 1e-30)) for h in a.hooks)
-        e1, e2 = extraction_seconds(log1), extraction_seconds(log2)
+        same1 = all(np.array_equal(load_store(tmp / "one1")[h], b[h]) for h in a.hooks)
+        e0, e1, e2 = extraction_seconds(log0), extraction_seconds(log1), extraction_seconds(log2)
         res = {"n_prompts": args.n, "shard_size": args.shard_size, "hooks": len(a.hooks), "threads_total": args.threads,
-               "cpu_count": os.cpu_count(), "one_process": {"wall_s": wall1, "extract_s": e1, "prompts_per_s": args.n / e1},
+               "cpu_count": os.cpu_count(),
+               "one_process_1_thread": {"wall_s": wall0, "extract_s": e0, "prompts_per_s": args.n / e0},
+               f"one_process_{args.threads}_threads": {"wall_s": wall1, "extract_s": e1, "prompts_per_s": args.n / e1},
                "two_gloo_processes": {"wall_s": wall2, "extract_s": e2, "prompts_per_s": args.n / e2},
-               "speedup_extract": e1 / e2, "speedup_wall": wall1 / wall2, "stores_identical": same, "max_rel_diff": rel}
+               "speedup_extract_vs_1_thread": e0 / e2, f"speedup_extract_vs_{args.threads}_threads": e1 / e2,
+               "speedup_wall_vs_1_thread": wall0 / wall2,
+               "identical_to_1_thread_process": same1, "max_rel_diff_vs_threaded": rel}
         print(json.dumps(res, indent=2))
 
 

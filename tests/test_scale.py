@@ -27,7 +27,7 @@ def prompts_file(tmp_path_factory):
     p = tmp_path_factory.mktemp("prompts") / "prompts.jsonl"
     with open(p, "w") as f:
         for i in range(24):
-            f.write(json.dumps({"text": TEXTS[i % len(TEXTS)] + f" number {i}", "label": "ab"[i % 2],
+            f.write(json.dumps({"text": TEXTS[i % len(TEXTS)] + f" number {i}", "label": "ab"[(i // 2) % 2],
                                 "group": i // 2}) + "\n")
     return p
 
@@ -82,7 +82,7 @@ def test_two_gloo_ranks_equal_one_process(stores):
     assert mb["complete"] is True and mb["model"] == ma["model"] and mb["model"]["dtype"] == "float32"
     assert mb["data_hash"] == ma["data_hash"] and mb["shapes"] == ma["shapes"] and "torch" in mb["versions"]
     rows = json.loads((dist / "rows.json").read_text())
-    assert rows["columns"]["label"][:3] == ["a", "b", "a"] and rows["n"] == 24
+    assert rows["columns"]["label"][:3] == ["a", "a", "b"] and rows["n"] == 24 and rows["group_column"] == "group"
 
 
 def test_rerun_after_killed_rank_recomputes_only_missing(stores, tiny_gpt2_dir, prompts_file, capsys):
@@ -166,6 +166,39 @@ def test_probe_store_equals_in_memory(tiny_gpt2_dir, small_words, tmp_path):
     assert list(pa.classes_) == list(pb.classes_)
     np.testing.assert_allclose(pa.direction_, pb.direction_, atol=1e-6)
     assert (st / "number_probes.png").is_file() and b["store"] == str(store.resolve())
+    # without logistic nothing loads a whole hook: mass-mean / LDA from streamed statistics, and the
+    # random-direction baseline from streamed projections (equal to the scikit-learn reference)
+    from probekit.evaluate import grouped_folds, prepare_labels, random_direction_accuracy
+    from probekit.store import load_store
+    from probekit.store_probe import store_labels, store_layer_sweep
+
+    rows_doc = json.loads((store / "rows.json").read_text())
+    y, _ = store_labels(rows_doc, "number")
+    g = np.asarray(rows_doc["columns"]["group"])
+    got = store_layer_sweep(store, ["blocks.1.hook_resid_post"], y, g, probes=("mass-mean", "lda"), n_repeats=2,
+                            n_controls=2)
+    want = [r for r in a["rows"] if r["hook"] == "blocks.1.hook_resid_post" and r["probe"] != "logistic"]
+    for r, s in zip(want, got):
+        for k, v in r.items():
+            if isinstance(v, float) and np.isfinite(v) and k != "random_direction_accuracy":
+                assert s[k] == pytest.approx(v, abs=1e-6), (r["probe"], k)
+    X = load_store(store)["blocks.1.hook_resid_post"].astype(np.float64)
+    keep, yk, _, gk = prepare_labels(y, g, 5)
+    folds = [f for r in range(2) for f in grouped_folds(yk, gk, 5, r)]        # n_repeats=2, seed 0
+    ref = random_direction_accuracy(X[keep], yk, folds, 0)
+    assert got[0]["random_direction_accuracy"] == pytest.approx(ref, abs=1e-9)
+
+
+def test_probe_store_from_a_prompts_file(stores, tmp_path):
+    """Labels and groups from a JSON-lines file's metadata (rows.json), probes fitted from the 2-rank store."""
+    _, dist, _ = stores
+    out = tmp_path / "p"
+    assert main(["probe", "--store", str(dist), "--concept", "label", "--folds", "3", "--repeats", "1", "--controls",
+                 "1", "--layers", "blocks.1.hook_resid_post", "--out", str(out), "--no-progress"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["probe"] for r in res["rows"]] == ["logistic", "mass-mean", "lda"]
+    assert all(r["n"] == 24 and r["classes"] == ["a", "b"] for r in res["rows"])
+    assert res["settings"]["group_by"] == "group" and res["model"]["model_id"].startswith("path:")
 
 
 def test_bf16_probe_matches_float32(tiny_gpt2_dir, small_words):
