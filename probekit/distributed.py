@@ -81,7 +81,8 @@ def parse_max_memory(spec: Any) -> dict | None:
 def check_placement(device: str = "cpu", dtype: str = "float32", device_map: str | None = None,
                     n_devices: int | None = None, max_memory: Any = None, world_size: int = 1) -> dict:
     """Check a placement request before loading anything; returns the ``boot_transformers`` settings
-    ``{"dtype", "torch_dtype", "device_map", "n_devices", "max_memory"}``. Raises PlacementError."""
+    ``{"dtype", "torch_dtype", "device", "device_map", "n_devices", "max_memory"}`` (device "auto" ->
+    cuda when present, else cpu). Raises PlacementError."""
     import torch
 
     name = str(dtype or "float32").strip().lower()
@@ -111,16 +112,18 @@ def check_placement(device: str = "cpu", dtype: str = "float32", device_map: str
         raise PlacementError(f"--device-map / --n-devices (model parallel) cannot be combined with torchrun's "
                              f"{world_size} processes (data parallel) here: use one process per model copy "
                              "(--nproc-per-node 1 with --device-map), or one GPU per rank without --device-map")
+    dev = str(device or "cpu")
+    if dev == "auto":
+        dev = "cuda" if n_cuda else "cpu"
     if not multi:
-        dev = str(device or "cpu")
         if dev.startswith("cuda"):
             idx = int(dev.split(":", 1)[1]) if ":" in dev and dev.split(":", 1)[1].isdigit() else 0
             if idx >= n_cuda:
                 raise PlacementError(f"--device {dev}: {n_cuda} CUDA device(s) are present; use --device cpu")
         elif dev not in ("cpu", "mps") and not dev.startswith("mps"):
-            raise PlacementError(f"--device {dev!r}: use cpu, cuda or cuda:N")
+            raise PlacementError(f"--device {dev!r}: use cpu, cuda, cuda:N or auto")
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    return {"dtype": name, "torch_dtype": torch_dtype, "device_map": dm,
+    return {"dtype": name, "torch_dtype": torch_dtype, "device": dev, "device_map": dm,
             "n_devices": n_devices if (n_devices or 1) > 1 else None, "max_memory": mm}
 
 

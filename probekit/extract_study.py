@@ -153,8 +153,8 @@ def run_extract(model: str, out: Any, *, words: str = "", prompts: str = "", axe
         pos = position or "word"
     _, world, _ = world_from_env()
     check_world(len(plist), int(shard_size), world)
-    check_placement(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
-                    max_memory=max_memory, world_size=world)
+    device = check_placement(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
+                             max_memory=max_memory, world_size=world)["device"]
     out = Path(out).expanduser().resolve()
     check_existing_store(out, predicted_model_id(model), str(dtype).lower())
     ctx = init_distributed(device=device, timeout_min=dist_timeout)

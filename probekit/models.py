@@ -312,6 +312,7 @@ def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = Fal
 
     boot = check_placement(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
                            max_memory=max_memory)
+    device = boot["device"]
     toy_like = spec.startswith("toy:")
     if not toy_like and not spec.startswith("path:") and Path(spec).expanduser().is_dir():
         from toy.runio import is_complete_run
