@@ -138,6 +138,8 @@ class LoadedModel:
                "weights_sha256": self.weights_sha256}
         if self.kind == "toy" and self.toy_run is not None:
             out["setting"] = getattr(self.toy_run, "setting", None)
+        if self.kind == "transformer":
+            out["dtype"] = str(self.extra.get("dtype", "float32"))   # the weights' dtype (stores keep float32)
         return out
 
 
@@ -200,7 +202,30 @@ def _bridge_model(bridge: Any, model_id: str, tokenizer: Any, processing: dict, 
                        tokenizer=tokenizer, toy_run=None, extra=extra)
 
 
-def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
+def _check_architecture(path: Path) -> None:
+    """A clear error for a checkpoint whose architecture TransformerBridge has no adapter for."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"path:{path}: config.json could not be read ({e}); re-save the checkpoint") from e
+    archs = cfg.get("architectures") or []
+    if not archs:
+        return                       # the bridge decides from model_type
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+        known = [a for a in ("GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM",
+                             "Qwen2ForCausalLM", "GemmaForCausalLM", "OPTForCausalLM") if a in SUPPORTED_ARCHITECTURES]
+        raise ModelLoadError(
+            f"path:{path}: architecture {archs} (model_type {cfg.get('model_type')!r}) is not supported by "
+            f"TransformerLens's TransformerBridge, so probekit cannot hook it. Supported include {', '.join(known)} "
+            f"({len(SUPPORTED_ARCHITECTURES)} in all: transformer_lens.factories.architecture_adapter_factory."
+            "SUPPORTED_ARCHITECTURES). Use a checkpoint of a supported architecture")
+
+
+def _load_dir(path: Path, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
     path = path.expanduser().resolve()
     if not path.is_dir():
         raise ModelLoadError(f"path:{path}: no such directory. Pass a folder written by `save_pretrained` "
@@ -208,6 +233,7 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"path:{path}: no config.json in the folder; it does not look like a "
                              "`save_pretrained` checkpoint (for a toy run use toy:{path})")
+    _check_architecture(path)
     from transformers import AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -230,13 +256,13 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
                                  "save the tokenizer there with `tokenizer.save_pretrained(dir)`")
     try:
         with quiet_loading():
-            bridge = TransformerBridge.boot_transformers(str(path), device=device, tokenizer=tok)
+            bridge = TransformerBridge.boot_transformers(str(path), tokenizer=tok, **_boot_kwargs(device, boot))
     except Exception as e:
         raise ModelLoadError(f"path:{path}: TransformerBridge.boot_transformers could not load the checkpoint "
                              f"({type(e).__name__}: {e}). The folder must hold a TransformerLens-supported "
                              "architecture saved with `save_pretrained`") from e
     processing = _finish_bridge(bridge, compatibility_mode)
-    return _bridge_model(bridge, f"path:{path}", tok, processing, extra)
+    return _bridge_model(bridge, f"path:{path}", tok, processing, dict(extra, **_placement_extra(bridge, boot)))
 
 
 def fix_command(model: str) -> str:
@@ -255,7 +281,31 @@ def _cached(repo: str) -> bool:
         return False
 
 
-def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
+def _boot_kwargs(device: str, boot: dict | None) -> dict:
+    """boot_transformers placement kwargs: one device, or a device map (accelerate) with dtype."""
+    import torch
+
+    boot = boot or {}
+    kw: dict[str, Any] = {"dtype": boot.get("torch_dtype", torch.float32)}
+    if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
+        # accelerate dispatch: boot_transformers takes device_map / n_devices / max_memory instead of device
+        kw.update({k: boot[k] for k in ("device_map", "n_devices", "max_memory") if boot.get(k) is not None})
+    else:
+        kw["device"] = device
+    return kw
+
+
+def _placement_extra(bridge: Any, boot: dict | None) -> dict:
+    boot = boot or {}
+    out: dict[str, Any] = {"dtype": str(boot.get("dtype", "float32")),
+                           "devices": sorted({str(p.device) for p in bridge.parameters()})}   # where the weights are
+    if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
+        out["device_map"] = boot.get("device_map") or "balanced"
+        out["n_devices"] = int(getattr(bridge.cfg, "n_devices", 1) or 1)
+    return out
+
+
+def _load_hub(name: str, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
     requested, name = name, canonical_model_id(name)
@@ -264,7 +314,7 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
     load_as = next((n for n in hub_names(name) if _cached(n)), name)
     try:
         with quiet_loading():
-            bridge = TransformerBridge.boot_transformers(load_as, device=device)
+            bridge = TransformerBridge.boot_transformers(load_as, **_boot_kwargs(device, boot))
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         # huggingface_hub's offline / connection / not-found errors are OSError subclasses
         mode = "HF_HUB_OFFLINE is set" if _offline() else "no network or the Hub refused"
@@ -277,7 +327,7 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
             f"network. Random weights are never used in place of pretrained ones."
         ) from e
     processing = _finish_bridge(bridge, compatibility_mode)
-    extra = {"source": "huggingface", "loaded_as": load_as}
+    extra = dict({"source": "huggingface", "loaded_as": load_as}, **_placement_extra(bridge, boot))
     if requested != name:
         extra["requested"] = requested
     return _bridge_model(bridge, name, bridge.tokenizer, processing, extra)
@@ -329,8 +379,15 @@ def _load_toy(path: str) -> LoadedModel:
     return toy_loaded_model(run, f"toy:{p}")
 
 
-def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False) -> LoadedModel:
+def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False, dtype: str = "float32",
+               device_map: str | None = None, n_devices: int | None = None, max_memory: Any = None) -> LoadedModel:
     """Load `spec` (``gpt2``-style name, ``path:DIR``, an existing directory, or ``toy:RUN_DIR``).
+
+    `dtype` (float32 | bfloat16 | float16), `device_map` (auto | balanced), `n_devices` and
+    `max_memory` ({device: budget} or "0=20GiB,1=20GiB") are passed to
+    ``TransformerBridge.boot_transformers`` (accelerate places the layers); they are checked first
+    (:func:`probekit.distributed.check_placement`) and recorded (``identity()["dtype"]``,
+    ``extra["device_map"]``). Extracted activations are float32 whatever the weights' dtype.
 
     `compatibility_mode=True` applies HookedTransformer-style weight processing (fold LayerNorm,
     centre writing weights and unembedding) via ``bridge.enable_compatibility_mode()``; it is
@@ -340,19 +397,30 @@ def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = Fal
     if not isinstance(spec, str) or not spec.strip():
         raise ModelLoadError(f"model spec {spec!r}: pass a name like 'gpt2', 'path:DIR' or 'toy:RUN_DIR'")
     spec = spec.strip()
+    from .distributed import check_placement
+
+    boot = check_placement(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
+                           max_memory=max_memory)
+    device = boot["device"]
+    toy_like = spec.startswith("toy:")
+    if not toy_like and not spec.startswith("path:") and Path(spec).expanduser().is_dir():
+        from toy.runio import is_complete_run
+        toy_like = is_complete_run(Path(spec).expanduser())
+    if toy_like and (boot["dtype"] != "float32" or boot.get("device_map") or (boot.get("n_devices") or 1) > 1):
+        raise ModelLoadError("--dtype / --device-map / --n-devices apply to transformer checkpoints, not toy runs; "
+                             "drop them for toy models")
     if spec.startswith("toy:"):
         if compatibility_mode:
             raise ModelLoadError("compatibility_mode applies to transformer checkpoints, not toy runs; drop it")
         return _load_toy(spec[4:])
     if spec.startswith("path:"):
-        return _load_dir(Path(spec[5:]), device, compatibility_mode)
+        return _load_dir(Path(spec[5:]), device, compatibility_mode, boot)
     p = Path(spec).expanduser()
     if p.is_dir():
-        from toy.runio import is_complete_run
-        if is_complete_run(p):
+        if toy_like:
             return _load_toy(str(p))
-        return _load_dir(p, device, compatibility_mode)
+        return _load_dir(p, device, compatibility_mode, boot)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelLoadError(f"{spec!r} looks like a path but no such directory exists; pass path:DIR with a "
                              "folder from `save_pretrained`, or a model name such as 'gpt2'")
-    return _load_hub(spec, device, compatibility_mode)
+    return _load_hub(spec, device, compatibility_mode, boot)

@@ -307,3 +307,10 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
             shutil.rmtree(tmp, ignore_errors=True)
     results["out"] = str(out)
     return results
+
+
+# Public names for `probekit extract` / `probekit probe --store` (probekit.extract_study,
+# probekit.store_probe): the same prompts, output checks and figures as the in-memory study.
+word_inputs = _word_inputs
+prepare_out = _prepare_out
+plot_concept = _plot_concept

@@ -69,53 +69,105 @@ def _shard_ok(path: Path, names: Sequence[str]) -> bool:
         return False
 
 
+def open_store(store_dir: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of `store_dir` for `request` (checked against an existing one, or written new)."""
+    from toy.runio import atomic_write_json, library_versions
+
+    store_dir = Path(store_dir)
+    if int(request.get("shard_size", 0)) < 1:
+        raise DataError(f"shard_size must be >= 1, got {request.get('shard_size')}")
+    request = json.loads(json.dumps(dict(request, format=FORMAT)))  # normalise tuples etc. as JSON would
+    if (store_dir / MANIFEST).is_file():
+        old = read_store_manifest(store_dir)
+        _check_match(store_dir, old, request)
+        return old
+    if store_dir.exists() and any(store_dir.iterdir()):
+        raise DataError(f"{store_dir} is not empty and holds no {MANIFEST}; choose an empty or new store_dir")
+    manifest = dict(request, versions=library_versions(), complete=False, shapes={})
+    atomic_write_json(store_dir / MANIFEST, manifest)
+    return manifest
+
+
+def pending_shards(store_dir: Any, manifest: dict[str, Any], names: Sequence[str]) -> list[tuple[int, int, int]]:
+    """``(shard index, lo, hi)`` of every shard not yet on disk (whole and holding `names`)."""
+    n, size = int(manifest["n"]), int(manifest["shard_size"])
+    out = []
+    for i in range((n + size - 1) // size):
+        if not _shard_ok(shard_path(Path(store_dir), i), names):
+            out.append((i, i * size, min(n, (i + 1) * size)))
+    return out
+
+
+def write_shard(store_dir: Any, i: int, lo: int, hi: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write shard `i` (prompts [lo, hi)) atomically."""
+    from toy.runio import save_tensors
+
+    save_tensors(shard_path(Path(store_dir), i), {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+                 metadata={"lo": str(lo), "hi": str(hi)})
+
+
+def mark_complete(store_dir: Any, manifest: dict[str, Any], shapes: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """Set ``complete: true`` (and the shapes) in the manifest once every shard exists."""
+    from toy.runio import atomic_write_json
+
+    if not manifest.get("complete"):
+        manifest = dict(manifest, complete=True, shapes={k: list(v) for k, v in shapes.items()})
+        atomic_write_json(Path(store_dir) / MANIFEST, manifest)
+    return manifest
+
+
+def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> dict[str, Any]:
+    """The manifest fields that identify an extraction request (compared by :func:`open_store`)."""
+    return {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
+            "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos}
+
+
+def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]], *,
+               batch_size: int, fwd_hooks: Any = None, check_finite: bool = True, bar: Any = None,
+               on_shard: Any = None) -> None:
+    """Compute and write each ``(i, lo, hi)`` of `shards` (the one shard loop: single-process and
+    :mod:`probekit.distributed` ranks both use it). `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi,
+    seconds)` is called after each shard is on disk."""
+    import time
+
+    from .extract import iter_batches, run_batch
+
+    key_len = int(prep.lengths.max())
+    for i, lo, hi in shards:
+        t0 = time.perf_counter()
+        part: dict[str, np.ndarray] = {}
+        for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
+            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
+            for name, t in got.items():
+                a = t.cpu().numpy()
+                if name not in part:
+                    part[name] = np.empty((hi - lo,) + a.shape[1:], dtype=np.float32)
+                part[name][info.index - lo] = a
+            if bar is not None:
+                bar.update(len(info.index))
+        write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
+        if on_shard is not None:
+            on_shard(i, lo, hi, time.perf_counter() - t0)
+
+
 def extract_to_store(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, *, batch_size: int,
                      shard_size: int, progress: bool, fwd_hooks: Any, check_finite: bool):
     """Run extraction shard by shard into `store_dir` (skipping shards already there); return Activations."""
     from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
-    from toy.runio import atomic_write_json, library_versions, save_tensors
 
-    from .extract import _scatter, activation_meta, iter_batches, run_batch
+    from .extract import activation_meta
 
-    if shard_size < 1:
-        raise DataError(f"shard_size must be >= 1, got {shard_size}")
-    store_dir = Path(store_dir)
-    request = {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
-               "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size),
-               "prepend_bos": prep.prepend_bos}
-    request = json.loads(json.dumps(request))  # normalise tuples etc. as JSON would
-    if (store_dir / MANIFEST).is_file():
-        old = read_store_manifest(store_dir)
-        _check_match(store_dir, old, request)
-        manifest = old
-    else:
-        if store_dir.exists() and any(store_dir.iterdir()):
-            raise DataError(f"{store_dir} is not empty and holds no {MANIFEST}; choose an empty or new store_dir")
-        manifest = dict(request, versions=library_versions(), complete=False, shapes={})
-        atomic_write_json(store_dir / MANIFEST, manifest)
-    n_shards = (prep.n + shard_size - 1) // shard_size
-    key_len = int(prep.lengths.max())
-    done = [i for i in range(n_shards) if _shard_ok(shard_path(store_dir, i), names)]
+    manifest = open_store(store_dir, store_request(lm, prep, names, shard_size))
+    todo = pending_shards(store_dir, manifest, names)
     bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
-               initial=sum(min(shard_size, prep.n - i * shard_size) for i in done))
+               initial=prep.n - sum(hi - lo for _, lo, hi in todo))
     try:
-        for i in range(n_shards):
-            if i in done:
-                continue
-            lo, hi = i * shard_size, min(prep.n, (i + 1) * shard_size)
-            part: dict[str, np.ndarray] = {}
-            for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
-                got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
-                _scatter(part, got, info.index - lo, hi - lo)
-                bar.update(len(info.index))
-            save_tensors(shard_path(store_dir, i), {k: torch.from_numpy(part[k]) for k in names},
-                         metadata={"lo": str(lo), "hi": str(hi)})
+        run_shards(lm, prep, names, store_dir, todo, batch_size=batch_size, fwd_hooks=fwd_hooks,
+                   check_finite=check_finite, bar=bar)
     finally:
         bar.close()
     acts = load_store(store_dir, _manifest=manifest, _names=names)
-    if not manifest.get("complete"):
-        manifest = dict(manifest, complete=True, shapes={k: list(v.shape) for k, v in acts.acts.items()})
-        atomic_write_json(store_dir / MANIFEST, manifest)
+    mark_complete(store_dir, manifest, {k: v.shape for k, v in acts.acts.items()})
     acts.meta = activation_meta(lm, prep, names, {k: v.shape for k, v in acts.acts.items()})
     acts.meta["store_dir"] = str(store_dir)
     return acts
@@ -148,3 +200,38 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
     meta.update(versions=m.get("versions"), dtype="float32", store_dir=str(store_dir),
                 shapes={k: list(v.shape) for k, v in out.items()})
     return Activations(acts={k: out[k] for k in names}, meta=meta, positions=None)
+
+
+def iter_store_hook(store_dir: Any, hook: str, manifest: dict | None = None):
+    """Yield ``(lo, hi, array)`` shard by shard for one hook of a complete store (float32), reading only
+    that hook's tensor from each shard: a layer sweep over a store holds one shard of one hook at a time."""
+    from safetensors import safe_open
+
+    store_dir = Path(store_dir)
+    m = manifest or read_store_manifest(store_dir)
+    if hook not in m["hooks"]:
+        raise DataError(f"activation store {store_dir} has no hook {hook!r}; it holds {m['hooks']}")
+    n, size = int(m["n"]), int(m["shard_size"])
+    for i in range((n + size - 1) // size):
+        p = shard_path(store_dir, i)
+        if not p.is_file():
+            raise DataError(f"activation store {store_dir} is incomplete: {p.name} is missing; run the same "
+                            "extraction again to finish it")
+        lo, hi = i * size, min(n, (i + 1) * size)
+        with safe_open(str(p), framework="pt") as f:
+            a = f.get_tensor(hook).numpy()
+        if a.shape[0] != hi - lo:
+            raise DataError(f"activation store {store_dir}: {p.name} holds {a.shape[0]} rows of {hook!r}, expected "
+                            f"{hi - lo}; delete the shard and run the extraction again to recompute it")
+        yield lo, hi, a
+
+
+def load_store_hook(store_dir: Any, hook: str, manifest: dict | None = None) -> np.ndarray:
+    """One hook of a complete store as one float32 array [n, ...] (the other hooks are not read)."""
+    m = manifest or read_store_manifest(store_dir)
+    out = None
+    for lo, hi, a in iter_store_hook(store_dir, hook, m):
+        if out is None:
+            out = np.empty((int(m["n"]),) + a.shape[1:], dtype=np.float32)
+        out[lo:hi] = a
+    return out
