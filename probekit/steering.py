@@ -243,7 +243,7 @@ class _Steerer:
             return self._toy_run(V)
         if not self.cached:
             return self._reference(np.arange(self.n), V)[1]
-        from tqdm.auto import tqdm
+        from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
         out = np.empty((V.shape[0], self.n))
         chunks = self._cache if self._cache is not None else None
@@ -552,7 +552,7 @@ def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any,
     "added_norm_per_alpha", "axes", "n_prompts", "mean_output", "delta", "slope", "target_slope",
     "off_target_mean_abs_slope", "specificity", "random": {...}, "specific", "beats_random", "model"}``.
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     if not prompts_by_axis:
         raise DataError("prompts_by_axis is empty; pass {axis: prompts of that axis}")
