@@ -208,11 +208,9 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: i
     labels = {a: ds.labels(a) for a in use_axes}
     hooks = lm.resolve_hooks(["blocks.0.hook_resid_pre", "resid_post"])
     _progress_line(progress, f"  {label or lm.model_id}: word representations ({n} words x {len(templates)} contexts)")
-    per_t = []
-    for t in templates:
-        acts = extract(lm, word_prompts(ds, t), hooks, position="word", progress=False)
-        per_t.append({h: np.asarray(acts[h], dtype=np.float64) for h in hooks})
-    R_tokens = {h: np.stack([p[h] for p in per_t]) for h in hooks}
+    wp = [p for t in templates for p in word_prompts(ds, t)]          # one extraction for every context
+    acts = extract(lm, wp, hooks, position="word", progress=False, batch_size=128)
+    R_tokens = {h: np.asarray(acts[h], dtype=np.float64).reshape(len(templates), n, -1) for h in hooks}
     R = {h: R_tokens[h].mean(0) for h in hooks}
     res = measure_words(R, labels, half_a, cal, R_tokens=R_tokens, hierarchy=hierarchy_of(labels))
     out = {"side": side, "label": label or lm.model_id, "identity": lm.identity(),

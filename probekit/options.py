@@ -320,8 +320,8 @@ COMPARE_OPTIONS = (
     Option("permutations", 200, "permutation draws of each hypothesis's null (selection steps rerun per draw); "
            "0 = off (with --null-models 0 too, the verdicts say 'uncalibrated')", kind="int", lo=0,
            section="measure"),
-    Option("controls", False, "also run the model half on two ground-truth controls (planted, random init), "
-           "labelled as controls (demo: on)", kind="bool", section="measure"),
+    Option("controls", True, "also run the model half on two ground-truth controls (planted, random init), "
+           "labelled as controls, never as the model (--no-controls: off)", kind="bool", section="measure"),
     Option("alpha", 0.05, "significance level of the verdicts (after multiple-comparison adjustment)",
            kind="float", lo=0, hi=1, lo_open=True, hi_open=True, section="measure"),
     _out("runs/compare"), NO_PROGRESS,

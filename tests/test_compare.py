@@ -127,7 +127,7 @@ def test_compare_end_to_end(tmp_path, toy_run, tiny_gpt2_dir):
     out = tmp_path / "cmp"
     rc = main(["compare", "--toy", str(toy_run.path), "--model", f"path:{tiny_gpt2_dir}", "--out", str(out),
                "--quick", "--axes", "gender,number,size", "--null-models", "1", "--permutations", "150",
-               "--no-progress"])
+               "--no-controls", "--no-progress"])
     assert rc == 0
     for name in ("report.md", "report.html", "comparison.json", "verdicts.png", "cosines.png", "layers.png",
                  "attention.png"):

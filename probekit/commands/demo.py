@@ -27,7 +27,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     from ..options import COMPARE
 
     # The same options as `probekit compare` (probekit.options.COMPARE); --quick also trains a reduced toy.
-    COMPARE.add_arguments(p, defaults={"out": "runs/demo", "controls": True})
+    COMPARE.add_arguments(p, defaults={"out": "runs/demo"})
     return p
 
 
