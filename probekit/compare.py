@@ -754,8 +754,6 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
         loaded = model
     if quick and not axes and word_data is not None:
         axes = model_axes(word_data, k_shots)[0][:QUICK_N_AXES]
-    stages = ["toy"] + (["model"] if loaded is not None else []) + (["controls"] if controls else [])
-    stage = iter(range(1, len(stages) + 1))
     # --- the toy half
     if toy_run is None:
         run_dir = out / "toy"
@@ -763,12 +761,8 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
             toy_run = load_run(run_dir)
             _progress_line(progress, f"reusing the toy run in {run_dir} (same config)")
         else:
-            _progress_line(progress, f"[{next(stage)}/{len(stages)}] training the toy: {cfg.total_steps} steps")
             toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
-            stage = iter(range(2, len(stages) + 1))
-        _progress_line(progress, "  measuring the toy")
-    else:
-        _progress_line(progress, f"[{next(stage)}/{len(stages)}] measuring the toy")
+    _progress_line(progress, f"  measuring the toy (+ {null_models} untrained null toy(s))")
     toy_side = measure_toy(toy_run, n=toy_n, seed=seed, calibration=cal, progress=progress)
     toy_side["null_models"] = null_model_values(
         lambda i: random_init_toy(toy_run, i),
@@ -778,7 +772,7 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
     model_side = None
     with tempfile.TemporaryDirectory(prefix="probekit-nulls-") as tmp:
         if loaded is not None:
-            _progress_line(progress, f"[{next(stage)}/{len(stages)}] measuring {loaded.model_id}")
+            _progress_line(progress, f"  measuring {loaded.model_id} (+ {null_models} random-init null model(s))")
             model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
                                        axes=axes, calibration=cal, progress=progress)
             model_side["null_models"] = null_model_values(
@@ -788,7 +782,7 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
                 null_models, progress, loaded.model_id)
         control_sides = None
         if controls:
-            _progress_line(progress, f"[{next(stage)}/{len(stages)}] ground-truth controls (not GPT-2)")
+            _progress_line(progress, "  ground-truth controls (tiny checkpoints with known truth, not GPT-2)")
             control_sides = measure_controls(word_data, Path(tmp), cal=cal, n_prompts=n_prompts, k_shots=k_shots,
                                              seed=seed, axes=axes, progress=progress)
     from toy.runio import library_versions

@@ -72,15 +72,22 @@ def test_report_files_from_fake_sides(tmp_path):
         assert (tmp_path / name).is_file(), name
     md = (tmp_path / "report.md").read_text()
     assert "no steering module" in md and "What could not be measured" in md
-    assert "SMOKE TEST, NOT FOR CITATION" in md
-    # every verdict line carries the value, its interval, p and adjusted p, the null and n
-    lines = [ln for ln in md.splitlines() if re.match(r"- H[1-6] [a-z -]+ \[", ln)]
-    assert len(lines) == 12
-    for ln in lines:
-        if "NOT MEASURED" in ln:
-            continue
-        for piece in ("95% CI [", "threshold", "p = ", "p_adj = ", "null: ", "n_words = "):
-            assert piece in ln, (piece, ln)
+    # each verdict once: one table row per hypothesis with its threshold and both sides' status and value
+    rows = [ln for ln in md.splitlines() if re.match(r"\| H[1-6] \|", ln)]
+    assert len(rows) == 6
+    for ln, h in zip(rows, HYPOTHESES):
+        assert h.describe_threshold() in ln and ln.count("**") == 4
+        for side in ("toy", "model"):
+            v = comp["verdicts"][h.id][side]
+            assert f"**{v['status']}**" in ln
+            if v["status"] != NOT_MEASURED:
+                assert f"{v['value']:.3f}" in ln
+    assert "not for citation" in md.lower()
+    # every judged verdict shows its interval, n, adjusted p and null, once
+    for ln in rows:
+        if "NOT MEASURED" not in ln:
+            for piece in ("[", "n = ", "p (adjusted) = ", "null "):
+                assert piece in ln, (piece, ln)
     data = json.loads((tmp_path / "comparison.json").read_text())
     assert data["verdicts"]["H2"]["model"]["value"] == pytest.approx(0.4)
     assert data["verdicts"]["H2"]["model"]["status"] == FAIL
