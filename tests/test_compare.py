@@ -164,7 +164,7 @@ def test_compare_end_to_end(tmp_path, toy_run, tiny_gpt2_dir):
     assert "chosen on half A" in comp["verdicts"]["H1"]["model"]["selection"]
     md = (out / "report.md").read_text()
     assert "compatibility_mode" in md and comp["model"]["data"]["words_data_hash"] in md
-    assert "SMOKE TEST, NOT FOR CITATION" in md
+    assert "smoke test, not for citation" in md.lower()
 
 
 @pytest.mark.parametrize("flag,value", [("--null-models", "-1"), ("--permutations", "x"), ("--alpha", "1.5"),

@@ -72,7 +72,8 @@ def test_toml_keys_are_generated_from_the_schema():
             if o.toml and o.section:
                 assert schema[o.section][o.toml_key] == o.default, (kind, o.name)
     # the three new comparison options exist in all three entry points with the same defaults
-    assert STUDY_KINDS["compare"].schema["measure"]["null_models"] == 4
+    assert STUDY_KINDS["compare"].schema["measure"]["null_models"] == 1
+    assert STUDY_KINDS["compare"].schema["measure"]["controls"] is True
     assert STUDY_KINDS["compare"].schema["measure"]["permutations"] == 200
     assert STUDY_KINDS["compare"].schema["measure"]["alpha"] == 0.05
     for cmd, extra in [("compare", ["--toy", "t"]), ("demo", [])]:
@@ -164,7 +165,7 @@ def test_options_the_function_cannot_take_are_never_silently_dropped():
     def old_run(model="gpt2", n_prompts=64):
         return {"model": model, "n_prompts": n_prompts}
 
-    assert call_with_options(old_run, {"n_prompts": 8, "null_models": 4}, COMPARE) == {"model": "gpt2", "n_prompts": 8}
+    assert call_with_options(old_run, {"n_prompts": 8, "null_models": 1}, COMPARE) == {"model": "gpt2", "n_prompts": 8}
     with pytest.raises(OptionError, match="--null-models 10: not supported"):
         call_with_options(old_run, {"null_models": 10}, COMPARE)
 

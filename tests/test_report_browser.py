@@ -18,12 +18,10 @@ def _comp():
     from tests.test_compare import _fake_side
 
     toy = _fake_side("toy", 64, np.eye(3) + 0.05 * (1 - np.eye(3)),
-                     {"selectivity": 0.6, "mean_abs_cos": 0.05, "frac_within_positive": 1.0,
-                      "additivity_r2": 0.9, "additivity_r2_shuffled": 0.0, "attention_excess": 0.4,
-                      "steering_specificity": 1.0, "steering_specificity_random": 0.01})
+                     {"H1": 0.6, "H2": 0.05, "H3": 1.0, "H4": 0.9, "H5": 0.4, "H6": 1.0})
     comp = build_comparison(toy, None, {"seed": 0, "quick": True, "model_missing": "could not load 'openai-community/gpt2': GPT-2 is not in the cache",
                                         "fix": "hf download openai-community/gpt2"})
-    comp["verdicts"]["H1"]["toy"].update(ci_low=0.5, ci_high=0.7, n_words=120, n_prompts=256)
+    comp["verdicts"]["H1"]["toy"].update(ci_low=0.5, ci_high=0.7, n_words=120, n_prompts=256)   # as the cell shows
     return comp
 
 

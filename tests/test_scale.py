@@ -288,16 +288,17 @@ def test_pipeline_runs_on_other_architectures(arch, arch_dirs, small_words, ds):
 @pytest.mark.parametrize("arch", ["neox", "llama"])
 def test_comparison_model_side_runs_on_other_architectures(arch, arch_dirs):
     """The comparison's model half (all six hypotheses) through its public entry point, unchanged."""
-    from probekit.compare import load_words, measure_model
+    from probekit.compare import Calibration, load_words, measure_model
     from probekit.models import load_model
 
     lm = load_model(f"path:{arch_dirs[arch]}")
-    side = measure_model(lm, load_words(""), n_prompts=16, axes=["gender", "number"], steer_n=4, steer_random=1,
-                         progress=False)
-    assert side["identity"]["model_id"] == lm.model_id and not side["not_measured"]
-    for k in ("selectivity", "mean_abs_cos", "frac_within_positive", "additivity_r2", "attention_excess",
-              "steering_specificity"):
-        assert np.isfinite(side["values"][k]), k
+    side = measure_model(lm, load_words(""), n_prompts=16, axes=["gender", "number"], progress=False,
+                         calibration=Calibration(permutations=20, n_boot=20, n_null_directions=100))
+    assert side["identity"]["model_id"] == lm.model_id
+    for h, m in side["measurements"].items():
+        assert (m["value"] is not None and np.isfinite(m["value"])) or m["not_measured"], h
+    for h in ("H1", "H5", "H6"):            # measurable on any architecture (H2 needs reliable directions)
+        assert np.isfinite(side["measurements"][h]["value"]), h
 
 
 def test_unsupported_architecture_is_a_clear_error(tmp_path, tok):
