@@ -339,7 +339,7 @@ def prefix_matching_scores(lm: Any, seq_len: int = 25, n: int = 16, seed: int = 
     L, H = int(lm.n_layers), int(lm.n_heads)
     idx = np.arange(seq_len)
     total = np.zeros((L, H))
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     from .extract import BatchInfo, run_batch
 

@@ -303,7 +303,10 @@ def _check_finite(got: dict[str, torch.Tensor], info: BatchInfo) -> None:
 def activation_meta(lm: Any, prep: Prepared, names: Sequence[str], shapes: dict[str, tuple]) -> dict[str, Any]:
     from toy.runio import library_versions
 
-    return {"model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
+    from .hooks import canonical_names
+
+    return {"model": lm.identity(), "hooks": list(names), "canonical_hooks": canonical_names(lm.model, names),
+            "position": prep.rule.describe(),
             "data_hash": prep.data_hash, "n": prep.n, "prepend_bos": prep.prepend_bos,
             "shapes": {k: list(v) for k, v in shapes.items()}, "dtype": "float32",
             "versions": library_versions()}
@@ -316,7 +319,8 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
 
     lm          a :class:`~probekit.models.LoadedModel`
     prompts     list of Prompt / str (transformer), or toy.ProbeBatch / inputs tensor (toy)
-    hooks       exact names, short names (``"resid_post"``, ``"pattern:3"``), globs or ``"all"``
+    hooks       exact names, short names (``"resid_post"``, ``"pattern:3"``), globs, ``"all"``, a layer
+                number (``2`` = ``"resid_post:2"``) or a pair ``("resid_post", 2)``, or a list of these
     position    selector (``"last"``, ``"word"``, ``"word:i"``, ``"query"``, ``"labels"``, ``"all"``, ints)
     store_dir   optional folder: safetensors shards of `shard_size` prompts + manifest, resumable
                 (see :mod:`probekit.store`)
@@ -328,7 +332,7 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
         acts = extract(lm, ["The cat sat", "A dog ran far"], "resid_post:1", position="last")
         acts["blocks.1.hook_resid_post"].shape     # (2, d_model)
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     names = resolve_hooks(lm.model, hooks)
     prep = prepare(lm, prompts, position)
@@ -347,7 +351,14 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
         bar.close()
     acts = {n: out[n] for n in names}
     return Activations(acts=acts, meta=activation_meta(lm, prep, names, {k: v.shape for k, v in acts.items()}),
-                       positions=prep.positions)
+                       positions=_positions_out(prep))
+
+
+def _positions_out(prep: Prepared) -> np.ndarray | None:
+    """[n] for a single-position rule (as the activations are [n, d]), [n, p] for several."""
+    if prep.positions is None:
+        return None
+    return prep.positions if prep.rule.multi else prep.positions[:, 0]
 
 
 
@@ -362,7 +373,7 @@ def extract_many(lm: Any, prompts: Any, requests: Any, batch_size: int = 32, pro
         got = extract_many(lm, prompts, {"acts": ("resid_post", "query"), "final": ("pattern", "last")})
         correct_attention(lm, prompts, sources=("final",), patterns={"final": got["final"]})
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     if not requests:
         raise DataError("extract_many needs at least one request {name: (hooks, position)}")
@@ -394,38 +405,58 @@ def extract_many(lm: Any, prompts: Any, requests: Any, batch_size: int = 32, pro
     for key, (hs, p) in reqs.items():
         acts = {h: out[key][h] for h in hs}
         res[key] = Activations(acts=acts, meta=activation_meta(lm, p, hs, {k: v.shape for k, v in acts.items()}),
-                               positions=p.positions)
+                               positions=_positions_out(p))
     return res
+
+
+def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]], *,
+               batch_size: int, fwd_hooks: Any = None, check_finite: bool = True, bar: Any = None,
+               on_shard: Any = None) -> None:
+    """Compute and write each ``(i, lo, hi)`` of `shards` into the store (the one shard loop: single-process
+    and :mod:`probekit.distributed` ranks both use it; :mod:`probekit.store` only writes the files).
+    `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi,
+    seconds)` is called after each shard is on disk."""
+    import time
+
+    key_len = int(prep.lengths.max())
+    for i, lo, hi in shards:
+        t0 = time.perf_counter()
+        part: dict[str, np.ndarray] = {}
+        for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
+            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
+            for name, t in got.items():
+                a = t.cpu().numpy()
+                if name not in part:
+                    part[name] = np.empty((hi - lo,) + a.shape[1:], dtype=np.float32)
+                part[name][info.index - lo] = a
+            if bar is not None:
+                bar.update(len(info.index))
+        from .store import write_shard
+
+        write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
+        if on_shard is not None:
+            on_shard(i, lo, hi, time.perf_counter() - t0)
 
 
 def _extract_to_store(lm: Any, prep: Prepared, names: Sequence[str], store_dir: Any, *, batch_size: int,
                       shard_size: int, progress: bool, fwd_hooks: FwdHooks, check_finite: bool) -> Activations:
     """Extraction shard by shard into `store_dir` (shards already there are skipped); the store module
-    only reads and writes shards and the manifest."""
+    only reads and writes shards and the manifest (it imports nothing from here)."""
     from pathlib import Path
 
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
-    from .store import load_store, mark_complete, open_store, pending_shards, write_shard
+    from .store import load_store, mark_complete, open_store, pending_shards, store_request
 
     if shard_size < 1:
         raise DataError(f"shard_size must be >= 1, got {shard_size}")
-    request = {"model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
-               "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size),
-               "prepend_bos": prep.prepend_bos}
-    manifest = open_store(store_dir, request)
+    manifest = open_store(store_dir, store_request(lm, prep, names, shard_size))
     todo = pending_shards(store_dir, manifest, names)
-    key_len = int(prep.lengths.max())
     bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
                initial=prep.n - sum(hi - lo for _, lo, hi in todo))
     try:
-        for i, lo, hi in todo:
-            part: dict[str, np.ndarray] = {}
-            for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
-                got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
-                _scatter(part, got, info.index - lo, hi - lo)
-                bar.update(len(info.index))
-            write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
+        run_shards(lm, prep, names, store_dir, todo, batch_size=batch_size, fwd_hooks=fwd_hooks,
+                   check_finite=check_finite, bar=bar)
     finally:
         bar.close()
     acts = load_store(store_dir, _manifest=manifest, _names=names)
@@ -433,6 +464,7 @@ def _extract_to_store(lm: Any, prep: Prepared, names: Sequence[str], store_dir: 
     acts.meta = activation_meta(lm, prep, names, {k: v.shape for k, v in acts.acts.items()})
     acts.meta["store_dir"] = str(Path(store_dir))
     return acts
+
 
 def _scatter(out: dict[str, np.ndarray], got: dict[str, torch.Tensor], index: np.ndarray, n: int) -> None:
     for name, t in got.items():
@@ -458,7 +490,7 @@ def forward_logits(lm: Any, prompts: Any, position: Any = "last", batch_size: in
         logits = forward_logits(lm, prompts, position="last")
         pred = logits.argmax(-1)                       # next-token ids
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     prep = prepare(lm, prompts, position)
     bar = tqdm(total=prep.n, desc="forward", unit="prompt", disable=not progress)

@@ -14,6 +14,7 @@ saying what was tried and how to fix it. Random weights are never substituted fo
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,44 @@ COMPAT_PROCESSING = {"compatibility_mode": True, "fold_ln": True, "center_writin
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json", "tokenizer.model")
 
+# Hugging Face renamed the original GPT-2 repositories; TransformerLens and the Hub prefer the new ids.
+# The short names stay accepted as aliases; outputs record the canonical id.
+HUB_ALIASES = {"gpt2": "openai-community/gpt2", "gpt2-small": "openai-community/gpt2",
+               "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
+               "gpt2-xl": "openai-community/gpt2-xl", "distilgpt2": "distilbert/distilgpt2"}
+
+
+def canonical_model_id(model_id: str) -> str:
+    """The canonical id of a hub name (``gpt2`` -> ``openai-community/gpt2``); other specs unchanged."""
+    s = str(model_id).strip()
+    return HUB_ALIASES.get(s, s)
+
+
+def hub_names(model_id: str) -> list[str]:
+    """Every spelling of hub model `model_id` (canonical first)."""
+    c = canonical_model_id(model_id)
+    return [c] + [a for a, t in HUB_ALIASES.items() if t == c and a != c]
+
+
+def weights_fingerprint(module: Any) -> str:
+    """sha256 of a module's parameters and buffers (shapes, dtypes, bytes, in state_dict order).
+
+    The same weights give the same fingerprint however they were loaded (a hub name, its alias, or
+    path:DIR anywhere on disk); processed weights (compatibility mode) give another one."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for t in module.state_dict().values():
+        if not torch.is_tensor(t):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:32]
+
 
 @dataclass
 class LoadedModel:
@@ -41,7 +80,7 @@ class LoadedModel:
     """
 
     model: Any                     # a TransformerBridge, or the toy's HookedRootModule
-    model_id: str                  # "gpt2", "path:/abs/dir", "toy:/abs/run"
+    model_id: str                  # "openai-community/gpt2", "path:/abs/dir", "toy:/abs/run"
     kind: str                      # "transformer" | "toy"
     processing: dict               # compatibility_mode, fold_ln, center_writing_weights, center_unembed, ...
     n_layers: int
@@ -50,6 +89,14 @@ class LoadedModel:
     tokenizer: Any | None = None   # HF tokenizer (transformer) or None (toy)
     toy_run: Any | None = None     # toy.ToyRun (toy) or None
     extra: dict = field(default_factory=dict)   # e.g. {"setting": "concept"}, {"source": "huggingface"}
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def weights_sha256(self) -> str:
+        """Fingerprint of the loaded weights (computed once, on first use; see weights_fingerprint)."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
 
     def hook_names(self) -> list[str]:
         """Every hook point once, by its legacy TransformerLens name, in forward order."""
@@ -87,10 +134,36 @@ class LoadedModel:
     def identity(self) -> dict:
         """Model facts stored with every output (activations, probes, reports)."""
         out = {"model_id": self.model_id, "kind": self.kind, "processing": dict(self.processing),
-               "n_layers": int(self.n_layers), "d_model": int(self.d_model), "n_heads": int(self.n_heads)}
+               "n_layers": int(self.n_layers), "d_model": int(self.d_model), "n_heads": int(self.n_heads),
+               "weights_sha256": self.weights_sha256}
         if self.kind == "toy" and self.toy_run is not None:
             out["setting"] = getattr(self.toy_run, "setting", None)
+        if self.kind == "transformer":
+            out["dtype"] = str(self.extra.get("dtype", "float32"))   # the weights' dtype (stores keep float32)
         return out
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' / huggingface_hub's loading bars and notices off while a model loads, unless
+    PROBEKIT_VERBOSE is set (`probekit -v`). The previous state is restored afterwards."""
+    if os.environ.get("PROBEKIT_VERBOSE"):
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was_on, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _offline() -> bool:
@@ -129,7 +202,30 @@ def _bridge_model(bridge: Any, model_id: str, tokenizer: Any, processing: dict, 
                        tokenizer=tokenizer, toy_run=None, extra=extra)
 
 
-def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
+def _check_architecture(path: Path) -> None:
+    """A clear error for a checkpoint whose architecture TransformerBridge has no adapter for."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"path:{path}: config.json could not be read ({e}); re-save the checkpoint") from e
+    archs = cfg.get("architectures") or []
+    if not archs:
+        return                       # the bridge decides from model_type
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+        known = [a for a in ("GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM",
+                             "Qwen2ForCausalLM", "GemmaForCausalLM", "OPTForCausalLM") if a in SUPPORTED_ARCHITECTURES]
+        raise ModelLoadError(
+            f"path:{path}: architecture {archs} (model_type {cfg.get('model_type')!r}) is not supported by "
+            f"TransformerLens's TransformerBridge, so probekit cannot hook it. Supported include {', '.join(known)} "
+            f"({len(SUPPORTED_ARCHITECTURES)} in all: transformer_lens.factories.architecture_adapter_factory."
+            "SUPPORTED_ARCHITECTURES). Use a checkpoint of a supported architecture")
+
+
+def _load_dir(path: Path, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
     path = path.expanduser().resolve()
     if not path.is_dir():
         raise ModelLoadError(f"path:{path}: no such directory. Pass a folder written by `save_pretrained` "
@@ -137,6 +233,7 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"path:{path}: no config.json in the folder; it does not look like a "
                              "`save_pretrained` checkpoint (for a toy run use toy:{path})")
+    _check_architecture(path)
     from transformers import AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -158,26 +255,66 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
             raise ModelLoadError(f"path:{path}: the folder has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
                                  "save the tokenizer there with `tokenizer.save_pretrained(dir)`")
     try:
-        bridge = TransformerBridge.boot_transformers(str(path), device=device, tokenizer=tok)
+        with quiet_loading():
+            bridge = TransformerBridge.boot_transformers(str(path), tokenizer=tok, **_boot_kwargs(device, boot))
     except Exception as e:
         raise ModelLoadError(f"path:{path}: TransformerBridge.boot_transformers could not load the checkpoint "
                              f"({type(e).__name__}: {e}). The folder must hold a TransformerLens-supported "
                              "architecture saved with `save_pretrained`") from e
     processing = _finish_bridge(bridge, compatibility_mode)
-    return _bridge_model(bridge, f"path:{path}", tok, processing, extra)
+    return _bridge_model(bridge, f"path:{path}", tok, processing, dict(extra, **_placement_extra(bridge, boot)))
 
 
 def fix_command(model: str) -> str:
     """The one command that makes hub model `model` loadable offline afterwards (run once with network)."""
+    model = canonical_model_id(model)
     return (f"HF_HUB_OFFLINE=0 python -c \"from transformer_lens.model_bridge import TransformerBridge; "
             f"TransformerBridge.boot_transformers('{model}')\"")
 
 
-def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
+def _cached(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # noqa: BLE001  (an old huggingface_hub: just try the canonical name)
+        return False
+
+
+def _boot_kwargs(device: str, boot: dict | None) -> dict:
+    """boot_transformers placement kwargs: one device, or a device map (accelerate) with dtype."""
+    import torch
+
+    boot = boot or {}
+    kw: dict[str, Any] = {"dtype": boot.get("torch_dtype", torch.float32)}
+    if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
+        # accelerate dispatch: boot_transformers takes device_map / n_devices / max_memory instead of device
+        kw.update({k: boot[k] for k in ("device_map", "n_devices", "max_memory") if boot.get(k) is not None})
+    else:
+        kw["device"] = device
+    return kw
+
+
+def _placement_extra(bridge: Any, boot: dict | None) -> dict:
+    boot = boot or {}
+    out: dict[str, Any] = {"dtype": str(boot.get("dtype", "float32")),
+                           "devices": sorted({str(p.device) for p in bridge.parameters()})}   # where the weights are
+    if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
+        out["device_map"] = boot.get("device_map") or "balanced"
+        out["n_devices"] = int(getattr(bridge.cfg, "n_devices", 1) or 1)
+    return out
+
+
+def _load_hub(name: str, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
+    requested, name = name, canonical_model_id(name)
+    # a spelling already in the Hugging Face cache first (the cache keeps gpt2 and openai-community/gpt2
+    # apart), else the canonical id; only one network attempt is ever made
+    load_as = next((n for n in hub_names(name) if _cached(n)), name)
     try:
-        bridge = TransformerBridge.boot_transformers(name, device=device)
+        with quiet_loading():
+            bridge = TransformerBridge.boot_transformers(load_as, **_boot_kwargs(device, boot))
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         # huggingface_hub's offline / connection / not-found errors are OSError subclasses
         mode = "HF_HUB_OFFLINE is set" if _offline() else "no network or the Hub refused"
@@ -190,7 +327,10 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
             f"network. Random weights are never used in place of pretrained ones."
         ) from e
     processing = _finish_bridge(bridge, compatibility_mode)
-    return _bridge_model(bridge, name, bridge.tokenizer, processing, {"source": "huggingface"})
+    extra = dict({"source": "huggingface", "loaded_as": load_as}, **_placement_extra(bridge, boot))
+    if requested != name:
+        extra["requested"] = requested
+    return _bridge_model(bridge, name, bridge.tokenizer, processing, extra)
 
 
 def _toy_dims(run: Any, model: Any, n_layers: int) -> tuple[int, int]:
@@ -239,8 +379,15 @@ def _load_toy(path: str) -> LoadedModel:
     return toy_loaded_model(run, f"toy:{p}")
 
 
-def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False) -> LoadedModel:
+def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False, dtype: str = "float32",
+               device_map: str | None = None, n_devices: int | None = None, max_memory: Any = None) -> LoadedModel:
     """Load `spec` (``gpt2``-style name, ``path:DIR``, an existing directory, or ``toy:RUN_DIR``).
+
+    `dtype` (float32 | bfloat16 | float16), `device_map` (auto | balanced), `n_devices` and
+    `max_memory` ({device: budget} or "0=20GiB,1=20GiB") are passed to
+    ``TransformerBridge.boot_transformers`` (accelerate places the layers); they are checked first
+    (:func:`probekit.distributed.check_placement`) and recorded (``identity()["dtype"]``,
+    ``extra["device_map"]``). Extracted activations are float32 whatever the weights' dtype.
 
     `compatibility_mode=True` applies HookedTransformer-style weight processing (fold LayerNorm,
     centre writing weights and unembedding) via ``bridge.enable_compatibility_mode()``; it is
@@ -250,19 +397,30 @@ def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = Fal
     if not isinstance(spec, str) or not spec.strip():
         raise ModelLoadError(f"model spec {spec!r}: pass a name like 'gpt2', 'path:DIR' or 'toy:RUN_DIR'")
     spec = spec.strip()
+    from .distributed import check_placement
+
+    boot = check_placement(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
+                           max_memory=max_memory)
+    device = boot["device"]
+    toy_like = spec.startswith("toy:")
+    if not toy_like and not spec.startswith("path:") and Path(spec).expanduser().is_dir():
+        from toy.runio import is_complete_run
+        toy_like = is_complete_run(Path(spec).expanduser())
+    if toy_like and (boot["dtype"] != "float32" or boot.get("device_map") or (boot.get("n_devices") or 1) > 1):
+        raise ModelLoadError("--dtype / --device-map / --n-devices apply to transformer checkpoints, not toy runs; "
+                             "drop them for toy models")
     if spec.startswith("toy:"):
         if compatibility_mode:
             raise ModelLoadError("compatibility_mode applies to transformer checkpoints, not toy runs; drop it")
         return _load_toy(spec[4:])
     if spec.startswith("path:"):
-        return _load_dir(Path(spec[5:]), device, compatibility_mode)
+        return _load_dir(Path(spec[5:]), device, compatibility_mode, boot)
     p = Path(spec).expanduser()
     if p.is_dir():
-        from toy.runio import is_complete_run
-        if is_complete_run(p):
+        if toy_like:
             return _load_toy(str(p))
-        return _load_dir(p, device, compatibility_mode)
+        return _load_dir(p, device, compatibility_mode, boot)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelLoadError(f"{spec!r} looks like a path but no such directory exists; pass path:DIR with a "
                              "folder from `save_pretrained`, or a model name such as 'gpt2'")
-    return _load_hub(spec, device, compatibility_mode)
+    return _load_hub(spec, device, compatibility_mode, boot)

@@ -255,7 +255,7 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
 
     rows: list[dict] = []
     best: dict[str, dict] = {}
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     for c in tqdm(concept_list, desc="concepts", disable=not progress):
         truth = truth_all.get(c)
@@ -307,3 +307,10 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
             shutil.rmtree(tmp, ignore_errors=True)
     results["out"] = str(out)
     return results
+
+
+# Public names for `probekit extract` / `probekit probe --store` (probekit.extract_study,
+# probekit.store_probe): the same prompts, output checks and figures as the in-memory study.
+word_inputs = _word_inputs
+prepare_out = _prepare_out
+plot_concept = _plot_concept

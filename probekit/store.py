@@ -116,6 +116,12 @@ def mark_complete(store_dir: Any, manifest: dict[str, Any], shapes: dict[str, Se
     return manifest
 
 
+def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> dict[str, Any]:
+    """The manifest fields that identify an extraction request (compared by :func:`open_store`)."""
+    return {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
+            "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos}
+
+
 def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequence[str] | None = None):
     """Read a complete store back as :class:`~probekit.activations.Activations` (no model needed)."""
     from .activations import Activations
@@ -143,3 +149,38 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
     meta.update(versions=m.get("versions"), dtype="float32", store_dir=str(store_dir),
                 shapes={k: list(v.shape) for k, v in out.items()})
     return Activations(acts={k: out[k] for k in names}, meta=meta, positions=None)
+
+
+def iter_store_hook(store_dir: Any, hook: str, manifest: dict | None = None):
+    """Yield ``(lo, hi, array)`` shard by shard for one hook of a complete store (float32), reading only
+    that hook's tensor from each shard: a layer sweep over a store holds one shard of one hook at a time."""
+    from safetensors import safe_open
+
+    store_dir = Path(store_dir)
+    m = manifest or read_store_manifest(store_dir)
+    if hook not in m["hooks"]:
+        raise DataError(f"activation store {store_dir} has no hook {hook!r}; it holds {m['hooks']}")
+    n, size = int(m["n"]), int(m["shard_size"])
+    for i in range((n + size - 1) // size):
+        p = shard_path(store_dir, i)
+        if not p.is_file():
+            raise DataError(f"activation store {store_dir} is incomplete: {p.name} is missing; run the same "
+                            "extraction again to finish it")
+        lo, hi = i * size, min(n, (i + 1) * size)
+        with safe_open(str(p), framework="pt") as f:
+            a = f.get_tensor(hook).numpy()
+        if a.shape[0] != hi - lo:
+            raise DataError(f"activation store {store_dir}: {p.name} holds {a.shape[0]} rows of {hook!r}, expected "
+                            f"{hi - lo}; delete the shard and run the extraction again to recompute it")
+        yield lo, hi, a
+
+
+def load_store_hook(store_dir: Any, hook: str, manifest: dict | None = None) -> np.ndarray:
+    """One hook of a complete store as one float32 array [n, ...] (the other hooks are not read)."""
+    m = manifest or read_store_manifest(store_dir)
+    out = None
+    for lo, hi, a in iter_store_hook(store_dir, hook, m):
+        if out is None:
+            out = np.empty((int(m["n"]),) + a.shape[1:], dtype=np.float32)
+        out[lo:hi] = a
+    return out
