@@ -244,8 +244,8 @@ def extract_store(lm: Any, prompts: Any, hooks: Any, position: Any, store_dir: A
 
     from .extract import prepare
     from .hooks import resolve_hooks
-    from .extract import run_shards, store_request
-    from .store import mark_complete, open_store, pending_shards, read_store_manifest, shard_path
+    from .extract import run_shards
+    from .store import mark_complete, open_store, pending_shards, read_store_manifest, shard_path, store_request
 
     ctx = ctx or DistContext()
     names = resolve_hooks(lm.model, hooks)

@@ -409,23 +409,14 @@ def extract_many(lm: Any, prompts: Any, requests: Any, batch_size: int = 32, pro
     return res
 
 
-def store_request(lm: Any, prep: Prepared, names: Sequence[str], shard_size: int) -> dict[str, Any]:
-    """The manifest fields that identify an extraction request (compared by :func:`probekit.store.open_store`)."""
-    from .store import FORMAT
-
-    return {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
-            "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos}
-
-
-def run_shards(lm: Any, prep: Prepared, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]],
-               *, batch_size: int, fwd_hooks: FwdHooks = None, check_finite: bool = True, bar: Any = None,
-               on_shard: Callable | None = None) -> None:
-    """Compute and write each ``(i, lo, hi)`` of `shards` on the one hooked forward loop (a single process
-    and :mod:`probekit.distributed` ranks both use it; :mod:`probekit.store` only reads and writes shards).
-    `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi, seconds)` is called after each shard is on disk."""
+def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]], *,
+               batch_size: int, fwd_hooks: Any = None, check_finite: bool = True, bar: Any = None,
+               on_shard: Any = None) -> None:
+    """Compute and write each ``(i, lo, hi)`` of `shards` into the store (the one shard loop: single-process
+    and :mod:`probekit.distributed` ranks both use it; :mod:`probekit.store` only writes the files).
+    `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi,
+    seconds)` is called after each shard is on disk."""
     import time
-
-    from .store import write_shard
 
     key_len = int(prep.lengths.max())
     for i, lo, hi in shards:
@@ -433,9 +424,15 @@ def run_shards(lm: Any, prep: Prepared, names: Sequence[str], store_dir: Any, sh
         part: dict[str, np.ndarray] = {}
         for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
             got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
-            _scatter(part, got, info.index - lo, hi - lo)
+            for name, t in got.items():
+                a = t.cpu().numpy()
+                if name not in part:
+                    part[name] = np.empty((hi - lo,) + a.shape[1:], dtype=np.float32)
+                part[name][info.index - lo] = a
             if bar is not None:
                 bar.update(len(info.index))
+        from .store import write_shard
+
         write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
         if on_shard is not None:
             on_shard(i, lo, hi, time.perf_counter() - t0)
@@ -443,12 +440,13 @@ def run_shards(lm: Any, prep: Prepared, names: Sequence[str], store_dir: Any, sh
 
 def _extract_to_store(lm: Any, prep: Prepared, names: Sequence[str], store_dir: Any, *, batch_size: int,
                       shard_size: int, progress: bool, fwd_hooks: FwdHooks, check_finite: bool) -> Activations:
-    """Extraction shard by shard into `store_dir` (shards already there are skipped)."""
+    """Extraction shard by shard into `store_dir` (shards already there are skipped); the store module
+    only reads and writes shards and the manifest (it imports nothing from here)."""
     from pathlib import Path
 
     from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
-    from .store import load_store, mark_complete, open_store, pending_shards
+    from .store import load_store, mark_complete, open_store, pending_shards, store_request
 
     if shard_size < 1:
         raise DataError(f"shard_size must be >= 1, got {shard_size}")

@@ -137,6 +137,8 @@ class _Steerer:
         self._base: np.ndarray | None = None
         self._act: np.ndarray | None = None
         self._cache: list[Any] | None = None
+        self._verified = False
+        self._fan = True
         if self.toy:
             if not hasattr(prompts, "inputs"):
                 raise DataError(f"toy steering takes a toy.ProbeBatch per axis; axis {axis!r} got {type(prompts).__name__}")
@@ -198,7 +200,15 @@ class _Steerer:
                 sel[self.final_hook] = lambda t, _i: t[rows, fp.to(t.device)]
                 names.append(self.final_hook)
                 kw = dict(kw, layer_past=rec)
-            got = run_batch(self.lm, self.prep, names, info, x, kw, check_finite=False, select=sel)
+            try:
+                got = run_batch(self.lm, self.prep, names, info, x, kw, check_finite=False, select=sel)
+            except TypeError:
+                if not self.cached:
+                    raise
+                # this architecture's blocks already pass a layer cache of their own: full recompute
+                self.cached = False
+                kw.pop("layer_past", None)
+                got = run_batch(self.lm, self.prep, names, info, x, kw, check_finite=False, select=sel)
             if self.cached and len(rec.kv) == 0:
                 self.cached = False       # this model's attention does not take a layer cache: full recompute
             if self.cached:
@@ -254,16 +264,39 @@ class _Steerer:
                 P = int(self.steer_pos[i])
                 groups.setdefault((P, int(self.prep.lengths[i]) - P), []).append(i)
             for (P, S), idx in groups.items():
-                self._run_group(np.asarray(idx), P, S, got, V, out)
+                try:
+                    self._run_group(np.asarray(idx), P, S, got, V, out)
+                except (RuntimeError, TypeError):
+                    if not self._fan:
+                        raise
+                    # per-position tensors computed before the blocks (e.g. rotary embeddings) have one row
+                    # per prompt: fan out at the input instead of at the hook
+                    self._fan = False
+                    self._run_group(np.asarray(idx), P, S, got, V, out)
+                if not self._verified and not self._verify(int(idx[0]), V, out):
+                    bar.close()
+                    return self._reference(np.arange(self.n), V)[1]
                 bar.update(len(idx))
         bar.close()
         return out
+
+    def _verify(self, i: int, V: np.ndarray, out: np.ndarray) -> bool:
+        """Once per steerer: the cached result of prompt i and the first vector against a full recompute.
+        An architecture whose attention takes the layer cache differently fails it and is recomputed in
+        full (slow, exact)."""
+        self._verified = True
+        ref_base, ref = self._reference(np.array([i]), V[:1])
+        ok = bool(np.allclose(out[0, i], ref[0, 0], rtol=1e-4, atol=1e-4)
+                  and np.allclose(self._base[i], ref_base[0], rtol=1e-4, atol=1e-4))
+        if not ok:
+            self.cached = False
+        return ok
 
     def _run_group(self, idx: np.ndarray, P: int, S: int, got: dict[int, Any], V: np.ndarray, out: np.ndarray) -> None:
         from .extract import BatchInfo, run_batch
 
         dev = next(self.lm.model.parameters()).device
-        fan = bool(_RESID_FANOUT.match(self.hook))
+        fan = self._fan and bool(_RESID_FANOUT.match(self.hook))
         m = V.shape[0]
         max_rows = max(1, ROW_TOKEN_BUDGET // (P + S))
         g_step = max(1, min(len(idx), max_rows))

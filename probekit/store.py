@@ -116,6 +116,12 @@ def mark_complete(store_dir: Any, manifest: dict[str, Any], shapes: dict[str, Se
     return manifest
 
 
+def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> dict[str, Any]:
+    """The manifest fields that identify an extraction request (compared by :func:`open_store`)."""
+    return {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
+            "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos}
+
+
 def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequence[str] | None = None):
     """Read a complete store back as :class:`~probekit.activations.Activations` (no model needed)."""
     from .activations import Activations

@@ -22,6 +22,8 @@ A setting is a package ``toy/<name>/`` whose module ``toy.<name>.setting`` defin
   their latent truth; overrides change only the test distribution (never the trained model).
 * ``truth_directions(run) -> {axis: unit vector}`` in the model's input space.
 * ``ood(run_dir, out_dir=None, progress=True)`` (optional)  the setting's out-of-domain evaluation.
+* ``train_seeds(cfg, seeds, out_dir=None, progress=True, overwrite=False)`` (optional)  several seeds
+  trained together, each run equal to ``train`` with that seed (:func:`train_seeds` falls back to a loop).
 * The model is a TransformerLens ``HookedRootModule``: probekit reads it only by hook names.
 
 Modules of one setting do not import each other in a cycle (e.g. ``ood`` loads runs via
@@ -137,6 +139,9 @@ class Setting:
     probe_batch: Callable[..., ProbeBatch]
     truth_directions: Callable[[ToyRun], dict[str, np.ndarray]]
     ood: Callable[..., dict[str, Any]] | None = None   # ood(run_dir, out_dir=None, progress=True) -> results
+    # train_seeds(cfg, seeds, out_dir=None, progress=True, overwrite=False) -> [ToyRun] (out_dir/seedS each);
+    # None: `train_seeds` below trains the seeds one after another
+    train_seeds: Callable[..., list] | None = None
     description: str = ""
 
 
@@ -145,6 +150,21 @@ _SETTING_MODULES = {
     "templates": "toy.templates.setting",
     "patterns": "toy.patterns.setting",
 }
+
+
+def train_seeds(setting: "Setting", cfg: Any, seeds: Any, out_dir: str | Path | None = None, progress: bool = True,
+                overwrite: bool = False) -> list[ToyRun]:
+    """One run per seed (cfg with ``seed`` replaced), written to ``out_dir/seedS``: the setting's own
+    batched trainer where it has one (concept: the seeds' models stacked into one), else seed after seed."""
+    from .config import apply_overrides
+
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds must list distinct non-negative integers; got {seeds}")
+    if setting.train_seeds is not None:
+        return setting.train_seeds(cfg, seeds, out_dir=out_dir, progress=progress, overwrite=overwrite)
+    return [setting.train(apply_overrides(cfg, {"seed": s}), out_dir=None if out_dir is None else Path(out_dir) / f"seed{s}",
+                          progress=progress, overwrite=overwrite) for s in seeds]
 
 
 def setting_names() -> list[str]:
