@@ -81,6 +81,22 @@ class Calibration:
         return self
 
 
+class _Stopwatch:
+    """Seconds per stage (``laps``), recorded in every side's ``timing`` for the stage benchmark."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._now = time.perf_counter
+        self._t = self._now()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        t = self._now()
+        self.laps[name] = round(self.laps.get(name, 0.0) + t - self._t, 3)
+        self._t = t
+
+
 def _progress_line(progress: bool, text: str) -> None:
     if progress:
         print(text, flush=True)
@@ -208,12 +224,15 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: i
     labels = {a: ds.labels(a) for a in use_axes}
     hooks = lm.resolve_hooks(["blocks.0.hook_resid_pre", "resid_post"])
     _progress_line(progress, f"  {label or lm.model_id}: word representations ({n} words x {len(templates)} contexts)")
+    clock = _Stopwatch()
     wp = [p for t in templates for p in word_prompts(ds, t)]          # one extraction for every context
     acts = extract(lm, wp, hooks, position="word", progress=False, batch_size=128)
+    clock.lap("forward: word representations")
     R_tokens = {h: np.asarray(acts[h], dtype=np.float64).reshape(len(templates), n, -1) for h in hooks}
     R = {h: R_tokens[h].mean(0) for h in hooks}
     res = measure_words(R, labels, half_a, cal, R_tokens=R_tokens, hierarchy=hierarchy_of(labels))
-    out = {"side": side, "label": label or lm.model_id, "identity": lm.identity(),
+    clock.lap("statistics: H1-H4 with nulls and intervals")
+    out = {"side": side, "timing": clock.laps, "label": label or lm.model_id, "identity": lm.identity(),
            "data": {"words": words.source, "words_data_hash": words.data_hash, "n_words_single_token": n,
                     "multi_token_words": multi, "axes": use_axes, "axes_skipped": skipped,
                     "templates": list(templates), "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "seed": seed,
@@ -240,7 +259,9 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: i
         da = demo_attention(lm, prompts[mode], source="final", part="word", progress=False)
         q = np.array([widx[p.meta["query_word"]] for p in prompts[mode]])
         modes[mode] = {"mass": da["mass"], "match": da["match"], "half_a": half_a[q], "cluster": q}
+    clock.lap("forward: attention (natural + symbol ICL prompts)")
     m5 = C.h5_attention(modes, floor=H5_MIN_DEMO_MASS, n_perm=cal.permutations, n_boot=cal.n_boot, seed=seed)
+    clock.lap("statistics: H5 null and interval")
     out["measurements"]["H5"] = m5
     exc, mass = C._head_excess(modes["natural"]["mass"], modes["natural"]["match"],
                                np.flatnonzero(~modes["natural"]["half_a"]))
@@ -271,12 +292,15 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: i
     from .steering import steer_outputs, steering_gradients
 
     g = steering_gradients(lm, sprompts, shooks, position="query")
+    clock.lap("forward+backward: steering gradients")
     norms = {h: float(np.median(np.linalg.norm(g["acts"][h], axis=1))) for h in shooks}
     m6 = C.h6_steering(g["grads"], norms, {h: R[h] for h in shooks}, labels, half_a, paxis, half_a[q], q,
                        steer_axes, n_null=cal.n_null_directions, n_boot=cal.n_boot, seed=seed)
+    clock.lap("statistics: H6 null directions and interval")
     _dose_response_into(m6, lambda hook, V, rows: steer_outputs(lm, [sprompts[i] for i in rows], hook, V,
                                                                 position="query", batch_size=64),
                         paxis, half_a[q], steer_axes)
+    clock.lap("forward: dose-response (cached steered suffixes)")
     out["measurements"]["H6"] = m6
     return out
 
@@ -763,11 +787,14 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
         else:
             toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
     _progress_line(progress, f"  measuring the toy (+ {null_models} untrained null toy(s))")
+    clock = _Stopwatch()
     toy_side = measure_toy(toy_run, n=toy_n, seed=seed, calibration=cal, progress=progress)
+    clock.lap("toy")
     toy_side["null_models"] = null_model_values(
         lambda i: random_init_toy(toy_run, i),
         lambda run, i: measure_toy(run, n=toy_n, seed=seed, calibration=cal, progress=False, side="null"),
         null_models, progress, "toy")
+    clock.lap("toy null models")
     # --- the model half
     model_side = None
     with tempfile.TemporaryDirectory(prefix="probekit-nulls-") as tmp:
@@ -775,23 +802,26 @@ def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.P
             _progress_line(progress, f"  measuring {loaded.model_id} (+ {null_models} random-init null model(s))")
             model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
                                        axes=axes, calibration=cal, progress=progress)
+            clock.lap("model")
             model_side["null_models"] = null_model_values(
                 lambda i: random_init_model(loaded, 1000 + i, tmp),
                 lambda lm, i: measure_model(lm, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
                                             axes=axes, calibration=cal, progress=False, side="null"),
                 null_models, progress, loaded.model_id)
+            clock.lap("model null models")
         control_sides = None
         if controls:
             _progress_line(progress, "  ground-truth controls (tiny checkpoints with known truth, not GPT-2)")
             control_sides = measure_controls(word_data, Path(tmp), cal=cal, n_prompts=n_prompts, k_shots=k_shots,
                                              seed=seed, axes=axes, progress=progress)
+            clock.lap("ground-truth controls")
     from toy.runio import library_versions
 
     meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick),
             "model_requested": model if isinstance(model, str) else getattr(loaded, "model_id", None),
             "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "toy_n": toy_n,
             "calibration": {**asdict(cal), "null_models": int(null_models), "alpha": float(alpha)},
-            "uncalibrated": not permutations and not null_models}
+            "uncalibrated": not permutations and not null_models, "timing_s": clock.laps}
     if quick:
         meta["banner"] = "smoke test, not for citation (--quick: reduced prompts, permutations and toy)"
     if model_missing:
