@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     else:                        # before transformers is imported: no "Loading weights" bars, no notices
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.stderr.isatty():  # any plain tqdm bar not made by toy.progress: at most one frame per 30 s
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     from toy.config import ConfigError
     from toy.runio import RunError
     from .errors import ProbekitError
