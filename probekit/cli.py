@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probekit {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"probekit {args.command}: interrupted; nothing half-written was left behind", file=sys.stderr)
+        print(f"probekit {args.command}: interrupted; nothing half-written was left behind"
+              + ("; the toy training resumes from its checkpoint when the same command runs again"
+                 if args.command in ("demo", "compare", "toy", "run") else ""), file=sys.stderr)
         return 130
 
 
