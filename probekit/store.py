@@ -125,60 +125,9 @@ def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> 
             "canonical_hooks": canonical_names(lm.model, names)}      # the bridge's names beside the legacy ones
 
 
-def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]], *,
-               batch_size: int, fwd_hooks: Any = None, check_finite: bool = True, bar: Any = None,
-               on_shard: Any = None) -> None:
-    """Compute and write each ``(i, lo, hi)`` of `shards` (the one shard loop: single-process and
-    :mod:`probekit.distributed` ranks both use it). `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi,
-    seconds)` is called after each shard is on disk."""
-    import time
-
-    from .extract import iter_batches, run_batch
-
-    key_len = int(prep.lengths.max())
-    for i, lo, hi in shards:
-        t0 = time.perf_counter()
-        part: dict[str, np.ndarray] = {}
-        for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
-            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
-            for name, t in got.items():
-                a = t.cpu().numpy()
-                if name not in part:
-                    part[name] = np.empty((hi - lo,) + a.shape[1:], dtype=np.float32)
-                part[name][info.index - lo] = a
-            if bar is not None:
-                bar.update(len(info.index))
-        write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
-        if on_shard is not None:
-            on_shard(i, lo, hi, time.perf_counter() - t0)
-
-
-def extract_to_store(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, *, batch_size: int,
-                     shard_size: int, progress: bool, fwd_hooks: Any, check_finite: bool):
-    """Run extraction shard by shard into `store_dir` (skipping shards already there); return Activations."""
-    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
-
-    from .extract import activation_meta
-
-    manifest = open_store(store_dir, store_request(lm, prep, names, shard_size))
-    todo = pending_shards(store_dir, manifest, names)
-    bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
-               initial=prep.n - sum(hi - lo for _, lo, hi in todo))
-    try:
-        run_shards(lm, prep, names, store_dir, todo, batch_size=batch_size, fwd_hooks=fwd_hooks,
-                   check_finite=check_finite, bar=bar)
-    finally:
-        bar.close()
-    acts = load_store(store_dir, _manifest=manifest, _names=names)
-    mark_complete(store_dir, manifest, {k: v.shape for k, v in acts.acts.items()})
-    acts.meta = activation_meta(lm, prep, names, {k: v.shape for k, v in acts.acts.items()})
-    acts.meta["store_dir"] = str(store_dir)
-    return acts
-
-
 def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequence[str] | None = None):
-    """Read a complete store back as :class:`~probekit.extract.Activations` (no model needed)."""
-    from .extract import Activations
+    """Read a complete store back as :class:`~probekit.activations.Activations` (no model needed)."""
+    from .activations import Activations
     from toy.runio import load_tensors
 
     store_dir = Path(store_dir)

@@ -12,6 +12,8 @@ a complete run. `is_complete_run(dir)` is the check loaders use.
 """
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
 import os
@@ -256,3 +258,15 @@ def read_run_config(run_dir: str | os.PathLike, setting: str, config_cls):
     cfg = config_from_dict(config_cls, manifest["config"])
     cfg.validate()
     return manifest, cfg
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with n torch threads and restore the previous count afterwards (toy matrices are
+    tiny: 1 thread is fastest on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
