@@ -197,6 +197,7 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
     from toy.runio import atomic_write_json, library_versions, swap_in_dir
 
     from .artifacts import dataset_hash, save_probe
+    from .hooks import canonical_names
     from .evaluate import best_layer, layer_sweep, prepare_labels
     from .extract import extract
     from .probes import check_probe_names, make_probe
@@ -298,7 +299,8 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
                                                   "data": data_desc, "n_train": int(keep.sum())})
             artifacts[c] = f"probes/{c}"
         results = {
-            "model": lm.identity(), "hooks": hooks, "position": pos, "concepts": concept_list,
+            "model": lm.identity(), "hooks": hooks, "canonical_hooks": canonical_names(lm.model, hooks),
+            "position": pos, "concepts": concept_list,
             "probes": probe_names, "data": data_desc, "dataset_hash": dhash,
             "settings": {"n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
                          "C": C, "layers": layers},
