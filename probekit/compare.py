@@ -661,7 +661,7 @@ def build_comparison(toy_side: dict[str, Any] | None, model_side: dict[str, Any]
     verdicts: dict[str, dict[str, dict[str, Any]]] = {h.id: {} for h in HYPOTHESES}
     for name, side in sides.items():
         missing = meta.get(f"{name}_missing")
-        why = f"{missing.split(': ', 1)[0]}; see 'missing' below" if missing else "this side was not run"
+        why = f"{missing.split(': ', 1)[0]}; see the notice at the top" if missing else "this side was not run"
         vs = judge_side(side, name, alpha=alpha, missing=why,
                         require_null_models=side is not None and side.get("identity", {}).get("kind") == "transformer")
         for hid, v in vs.items():
@@ -723,7 +723,7 @@ def measure_controls(words: Any, workdir: Path, *, cal: Calibration, n_prompts: 
     return out
 
 
-def run_comparison(toy_run: Any = None, model: Any = "gpt2", out_dir: str | os.PathLike = "runs/compare", *,
+def run_comparison(toy_run: Any = None, model: Any = _COMPARE["model"].default, out_dir: str | os.PathLike = "runs/compare", *,
                    toy_overrides: Any = (), toy_quick: bool = False, quick: bool = False,
                    compatibility_mode: bool = False, words: str | os.PathLike | None = "",
                    n_prompts: int = N_PROMPTS, k_shots: int = K_SHOTS, seed: int = 0, toy_n: int | None = None,
