@@ -5,9 +5,12 @@ Specs::
 
     load_model("gpt2")                     # TransformerBridge; downloads once, then the HF cache
     load_model("path:/models/gpt2")        # a folder from `save_pretrained` (weights + tokenizer)
-    load_model("/models/gpt2")             # an existing directory given bare: same as path:
     load_model("toy:runs/concept")         # a trained toy run (toy.load_run), its own hook points
     load_model("gpt2", compatibility_mode=True)   # HookedTransformer-style folded/centred weights
+
+A bare name is always a hub name: a folder `./gpt2` in the working directory never shadows the hub's
+`gpt2` (pass `path:gpt2` to load the folder). `parse_model_spec` is the one parser of model specs for
+the whole project (CLI commands, studies, the probe study, the comparison).
 
 Offline with no cached weights, loading ``gpt2`` raises :class:`~probekit.errors.ModelLoadError`
 saying what was tried and how to fix it. Random weights are never substituted for pretrained ones.
@@ -93,6 +96,78 @@ class LoadedModel:
         return out
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: `kind` is "hub" (a bare name), "path" (`path:DIR`) or "toy" (`toy:RUN_DIR`);
+    `target` is the hub name or the absolute folder."""
+
+    kind: str
+    target: str
+    raw: str
+
+    @property
+    def is_toy(self) -> bool:
+        return self.kind == "toy"
+
+    def __str__(self) -> str:
+        return self.target if self.kind == "hub" else f"{self.kind}:{self.target}"
+
+
+_SPEC_HELP = "use a hub name such as 'gpt2', path:DIR (a save_pretrained folder) or toy:RUN_DIR (a toy run)"
+
+
+def parse_model_spec(spec: Any) -> ModelSpec:
+    """The one model-spec parser: ``NAME`` (hub name, never a local folder), ``path:DIR``, ``toy:RUN_DIR``.
+
+    Raises ModelLoadError (before anything is loaded) for an empty spec, an empty folder part, or a bare
+    spec that looks like a file-system path (``./x``, ``/x``, ``~/x``, ``a/b/c``, backslashes).
+    """
+    if isinstance(spec, ModelSpec):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
+        raise ModelLoadError(f"model spec {spec!r} is empty or not text; {_SPEC_HELP}")
+    raw = str(spec).strip()
+    if any(ord(c) < 32 for c in raw):
+        raise ModelLoadError(f"model spec {raw!r} contains control characters; {_SPEC_HELP}")
+    for prefix in ("toy:", "path:"):
+        if raw.startswith(prefix):
+            rest = raw[len(prefix):].strip()
+            if not rest:
+                raise ModelLoadError(f"model spec {raw!r} names no folder; write {prefix}DIR")
+            return ModelSpec(prefix[:-1], str(Path(rest).expanduser().resolve()), raw)
+    if raw.startswith((".", "/", "~")) or "\\" in raw or raw.count("/") > 1 or raw.endswith("/"):
+        raise ModelLoadError(f"model spec {raw!r} looks like a folder: a bare spec is a hub model name. Pass "
+                             f"path:{raw} for a save_pretrained folder or toy:{raw} for a toy run")
+    return ModelSpec("hub", raw, raw)
+
+
+def check_device(device: Any) -> str:
+    """Validate a torch device string before any model is loaded (ModelLoadError naming the fix)."""
+    import torch
+
+    text = str(device).strip() if device is not None else "cpu"
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ModelLoadError(f"--device {text!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support (CPU-only wheel)" if torch.version.cuda is None else \
+                "no CUDA GPU is visible"
+            raise ModelLoadError(f"--device {text}: {why}; use --device cpu (or install a CUDA build of torch on "
+                                 "a machine with a GPU)")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ModelLoadError(f"--device {text}: only {n} CUDA device(s) (cuda:0..cuda:{n - 1}) are visible; "
+                                 "pick one of them")
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ModelLoadError(f"--device {text}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise ModelLoadError(f"--device {text!r}: probekit runs on cpu or cuda devices; use cpu, cuda or cuda:N")
+    return text
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or \
         os.environ.get("TRANSFORMERS_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
@@ -132,9 +207,14 @@ def _bridge_model(bridge: Any, model_id: str, tokenizer: Any, processing: dict, 
 def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
     path = path.expanduser().resolve()
     if not path.is_dir():
+        if path.exists():
+            raise ModelLoadError(f"path:{path} is a file, not a folder; pass the folder written by `save_pretrained`")
         raise ModelLoadError(f"path:{path}: no such directory. Pass a folder written by `save_pretrained` "
                              "(config.json, weights, tokenizer files)")
     if not (path / "config.json").is_file():
+        from toy.runio import is_complete_run
+        if is_complete_run(path):
+            raise ModelLoadError(f"path:{path} is a toy run, not a transformer checkpoint; pass toy:{path}")
         raise ModelLoadError(f"path:{path}: no config.json in the folder; it does not look like a "
                              "`save_pretrained` checkpoint (for a toy run use toy:{path})")
     from transformers import AutoTokenizer
@@ -188,6 +268,8 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
             f"or pass path:DIR with a folder written by `save_pretrained` (weights + tokenizer), e.g. from "
             f"transformers.AutoModelForCausalLM.from_pretrained('{name}').save_pretrained(DIR) on a machine with "
             f"network. Random weights are never used in place of pretrained ones."
+            + (f" (A folder {name!r} exists here; a bare name is always a hub name: pass path:{name} to load it.)"
+               if Path(name).is_dir() else "")
         ) from e
     processing = _finish_bridge(bridge, compatibility_mode)
     return _bridge_model(bridge, name, bridge.tokenizer, processing, {"source": "huggingface"})
@@ -240,29 +322,19 @@ def _load_toy(path: str) -> LoadedModel:
 
 
 def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False) -> LoadedModel:
-    """Load `spec` (``gpt2``-style name, ``path:DIR``, an existing directory, or ``toy:RUN_DIR``).
+    """Load `spec` (a hub name such as ``gpt2``, ``path:DIR`` or ``toy:RUN_DIR``; see parse_model_spec).
 
     `compatibility_mode=True` applies HookedTransformer-style weight processing (fold LayerNorm,
     centre writing weights and unembedding) via ``bridge.enable_compatibility_mode()``; it is
     recorded in ``LoadedModel.processing`` because it changes residual-stream coordinates.
     Raises ModelLoadError with what was tried and how to fix it.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelLoadError(f"model spec {spec!r}: pass a name like 'gpt2', 'path:DIR' or 'toy:RUN_DIR'")
-    spec = spec.strip()
-    if spec.startswith("toy:"):
+    ms = parse_model_spec(spec)
+    device = check_device(device)
+    if ms.kind == "toy":
         if compatibility_mode:
             raise ModelLoadError("compatibility_mode applies to transformer checkpoints, not toy runs; drop it")
-        return _load_toy(spec[4:])
-    if spec.startswith("path:"):
-        return _load_dir(Path(spec[5:]), device, compatibility_mode)
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        from toy.runio import is_complete_run
-        if is_complete_run(p):
-            return _load_toy(str(p))
-        return _load_dir(p, device, compatibility_mode)
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelLoadError(f"{spec!r} looks like a path but no such directory exists; pass path:DIR with a "
-                             "folder from `save_pretrained`, or a model name such as 'gpt2'")
-    return _load_hub(spec, device, compatibility_mode)
+        return _load_toy(ms.target)
+    if ms.kind == "path":
+        return _load_dir(Path(ms.target), device, compatibility_mode)
+    return _load_hub(ms.target, device, compatibility_mode)

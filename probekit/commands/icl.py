@@ -32,13 +32,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--compatibility-mode", action="store_true",
                    help="TransformerLens compatibility mode (folded LayerNorm, centred weights) instead of raw weights")
     p.add_argument("--out", default="runs/icl", help="output directory (default runs/icl)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier ICL results in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
 def run(args) -> int:
-    from pathlib import Path
-
     from toy.runio import atomic_write_json
 
     from ..errors import DataError
@@ -58,10 +57,11 @@ def run(args) -> int:
         raise DataError(f"--n {args.n}: need at least 1 prompt per k")
     if args.batch_size < 1:
         raise DataError(f"--batch-size {args.batch_size}: need at least 1")
-    from toy.runio import is_complete_run
+    from toy.runio import atomic_output, has_file
 
-    spec = args.model.strip()
-    is_toy = spec.startswith("toy:") or (Path(spec).expanduser().is_dir() and is_complete_run(Path(spec).expanduser()))
+    from ..models import parse_model_spec
+
+    is_toy = parse_model_spec(args.model).is_toy
     dataset, axes = None, [None]
     if not is_toy:
         dataset = load_word_csv(args.data or default_word_csv())
@@ -79,22 +79,27 @@ def run(args) -> int:
                     if a != cross:
                         build_icl_prompts(dataset, a, k, args.n, m, args.seed, cross, cross_rule=args.cross_rule,
                                           cross_target=args.cross_target or None)
-    lm = load_model(args.model, compatibility_mode=args.compatibility_mode)
-    results = []
-    if lm.kind == "toy":
-        results.append(icl_curve(lm, None, None, ks, args.n, seed=args.seed, progress=not args.no_progress))
-    else:
-        for a in axes:
-            if a == args.cross:
-                continue
-            for m in modes:
-                results.append(icl_curve(lm, dataset, a, ks, args.n, m, args.seed, args.cross or None,
-                                         cross_rule=args.cross_rule, cross_target=args.cross_target or None,
-                                         batch_size=args.batch_size, progress=not args.no_progress))
-    out = Path(args.out)
-    atomic_write_json(out / "icl.json", {"model": lm.identity(), "ks": ks, "n_prompts": args.n, "seed": args.seed,
-                                         "results": results})
-    plot_icl_curve(results, out / "icl_accuracy.png")
+    # --out: locked, checked (not a file, not foreign, not an earlier result unless --overwrite) and proven
+    # writable before the model is loaded; everything is written in a temporary folder and published once
+    writer = atomic_output(args.out, overwrite=getattr(args, "overwrite", False), kind="ICL result (icl.json)",
+                           is_own=has_file("icl.json"))
+    with writer as tmp:
+        lm = load_model(args.model, compatibility_mode=args.compatibility_mode)
+        results = []
+        if lm.kind == "toy":
+            results.append(icl_curve(lm, None, None, ks, args.n, seed=args.seed, progress=not args.no_progress))
+        else:
+            for a in axes:
+                if a == args.cross:
+                    continue
+                for m in modes:
+                    results.append(icl_curve(lm, dataset, a, ks, args.n, m, args.seed, args.cross or None,
+                                             cross_rule=args.cross_rule, cross_target=args.cross_target or None,
+                                             batch_size=args.batch_size, progress=not args.no_progress))
+        atomic_write_json(tmp / "icl.json", {"model": lm.identity(), "ks": ks, "n_prompts": args.n,
+                                             "seed": args.seed, "results": results})
+        plot_icl_curve(results, tmp / "icl_accuracy.png")
+    out = writer.target
     print(format_icl_table(results))
     print(f"wrote {out / 'icl.json'} and {out / 'icl_accuracy.png'}")
     return 0

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 
 from toy.api import ToyRun
 from toy.config import ConfigError
-from toy.runio import RunWriter, atomic_write_json, load_tensors, read_run_config, save_tensors, torch_stream
+from toy.runio import (RunWriter, atomic_write_json, load_run_tensors, load_state, read_run_config, read_run_metrics,
+                       save_tensors, torch_stream)
 
 from . import metrics as M
 from .config import ConceptConfig
@@ -199,13 +200,9 @@ def load(run_dir) -> ToyRun:
     run_dir = Path(run_dir)
     _, cfg = read_run_config(run_dir, SETTING_NAME, ConceptConfig)
     model = build_model(cfg, init=False)
-    state = load_tensors(run_dir / "model.safetensors")
-    model.load_state_dict(state, strict=True)
+    load_state(model, run_dir)
     model.eval()
     dpath = run_dir / "dictionary.safetensors"
-    dic = Dictionary.from_tensors(load_tensors(dpath)) if dpath.is_file() else make_dictionary(cfg)
-    metrics = {}
-    if (run_dir / "metrics.json").is_file():
-        with open(run_dir / "metrics.json") as f:
-            metrics = json.load(f)
+    dic = Dictionary.from_tensors(load_run_tensors(run_dir, dpath.name)) if dpath.is_file() else make_dictionary(cfg)
+    metrics = read_run_metrics(run_dir)
     return ToyRun(SETTING_NAME, cfg, model, metrics, run_dir, extra={"dictionary": dic})

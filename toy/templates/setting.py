@@ -32,7 +32,7 @@ import numpy as np
 
 from toy.api import ProbeBatch, Setting, ToyRun
 from toy.config import ConfigError, check_choice, check_int
-from toy.runio import load_tensors, pyplot, read_run_config, torch_stream
+from toy.runio import load_run_tensors, load_state, pyplot, read_run_config, read_run_metrics, torch_stream
 
 from .config import TemplatesConfig
 from .data import F64, Problem
@@ -45,14 +45,11 @@ def load(run_dir) -> ToyRun:
     run_dir = Path(run_dir)
     manifest, cfg = read_run_config(run_dir, SETTING_NAME, TemplatesConfig)
     model = build_model(cfg).to(DTYPES[cfg.dtype])
-    model.load_state_dict(load_tensors(run_dir / "model.safetensors"))
+    load_state(model, run_dir)
     model.eval()
-    dic = load_tensors(run_dir / "dictionary.safetensors")
+    dic = load_run_tensors(run_dir, "dictionary.safetensors")
     problem = Problem(dic["V_all"].to(F64), dic["Zhat"].to(F64), cfg.N, float(cfg.tau))
-    metrics_path = run_dir / "metrics.json"
-    import json
-
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics = read_run_metrics(run_dir)
     return ToyRun(setting=SETTING_NAME, config=cfg, model=model, metrics=metrics, path=run_dir,
                   extra={"problem": problem})
 
