@@ -6,7 +6,8 @@ base rate), plus Olsson et al.'s prefix-matching (induction) score per head.
     python scripts/gpt2_attention_heads.py                        # gpt2, all axes
     python scripts/gpt2_attention_heads.py --model path:/models/gpt2 --axes gender --n-prompts 32
 
-Writes OUT/summary.json (top heads), OUT/attention*.png/.json and OUT/prefix_matching.png/.json.
+Every argument is checked before the model is loaded; the results are built under a temporary name
+and published once (an existing OUT needs --overwrite). Writes OUT/summary.json (top heads), OUT/attention*.png/.json and OUT/prefix_matching.png/.json.
 A thin wrapper over `probekit.study.attention_heads` (= `probekit run probes/gpt2_attention_heads.toml`).
 """
 from __future__ import annotations
@@ -33,11 +34,13 @@ def main(argv=None) -> int:
     p.add_argument("--prefix-seq-len", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/gpt2_attention_heads")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
     from probekit.errors import ProbekitError
     from probekit.study import attention_heads
+    from toy.runio import RunError
 
     try:
         s = attention_heads(
@@ -45,10 +48,13 @@ def main(argv=None) -> int:
             {"words": a.words, "axes": [x for x in a.axes.split(",") if x], "n_prompts": a.n_prompts,
              "k_shots": a.k_shots, "label_mode": a.label_mode, "seed": a.seed},
             {"top_k": a.top_k, "prefix_matching": not a.no_prefix_matching, "prefix_seq_len": a.prefix_seq_len},
-            Path(a.out), progress=not a.no_progress)
-    except ProbekitError as e:
+            Path(a.out), progress=not a.no_progress, overwrite=a.overwrite)
+    except (ProbekitError, RunError) as e:   # bad input: checked before the model is loaded, nothing written
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was left behind", file=sys.stderr)
+        return 130
     print(json.dumps(s["top_heads"], indent=2)[:3000])
     print(f"results in {a.out}/")
     return 0

@@ -145,11 +145,26 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110, data: Any = None) 
     return json_path
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """The same safetensors bytes with the header's `__metadata__` keys sorted. safetensors serialises
+    metadata from a hash map, so its key order (and so the file's bytes and sha256) varies from call to
+    call; sorting makes equal tensors + metadata give byte-identical files."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    if "__metadata__" in header and isinstance(header["__metadata__"], dict):
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Write tensors as safetensors atomically; byte-reproducible (metadata keys sorted)."""
     from safetensors.torch import save
 
-    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=metadata)
-    atomic_write_bytes(path, data)
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                metadata=dict(sorted(metadata.items())) if metadata else None)
+    atomic_write_bytes(path, canonical_safetensors(data))
 
 
 def load_tensors(path: str | os.PathLike, shapes: dict[str, list[int]] | None = None) -> dict[str, torch.Tensor]:
@@ -383,7 +398,7 @@ class AtomicOutput:
             return
         own = bool(self.is_own(t)) if self.is_own is not None else False
         if not own:
-            raise RunError(f"{t} is not empty and does not hold a {self.kind}; choose a new or empty --out "
+            raise RunError(f"{t} is not empty and is not a {self.kind}; choose a new or empty --out "
                            "folder (nothing there is replaced)")
         if not self.overwrite:
             raise RunError(f"{t} already holds a {self.kind}; pass --overwrite to replace it, or choose another --out")
