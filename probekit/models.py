@@ -254,6 +254,13 @@ def fix_command(model: str) -> str:
 
 
 def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
+    if Path(name).exists():
+        # transformers' from_pretrained prefers a local path of the same name over the hub: refuse rather than
+        # silently load whatever folder happens to sit in the working directory
+        raise ModelLoadError(
+            f"{name!r} is a hub model name, but {Path(name).resolve()} exists in the working directory and "
+            f"transformers would load it instead of the hub's {name!r}. Pass path:{name} to load that folder, or "
+            "run from another directory (or rename the folder) to load the hub model")
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
@@ -268,8 +275,6 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
             f"or pass path:DIR with a folder written by `save_pretrained` (weights + tokenizer), e.g. from "
             f"transformers.AutoModelForCausalLM.from_pretrained('{name}').save_pretrained(DIR) on a machine with "
             f"network. Random weights are never used in place of pretrained ones."
-            + (f" (A folder {name!r} exists here; a bare name is always a hub name: pass path:{name} to load it.)"
-               if Path(name).is_dir() else "")
         ) from e
     processing = _finish_bridge(bridge, compatibility_mode)
     return _bridge_model(bridge, name, bridge.tokenizer, processing, {"source": "huggingface"})

@@ -156,7 +156,16 @@ def _run_attention_heads(cfg: dict[str, dict[str, Any]], out: Path, progress: bo
 
 
 def _run_compare(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    from toy.runio import RunError, has_file, is_complete_run, preflight_output
+
     from .compare import run_comparison
+
+    if is_complete_run(out):
+        raise StudyError(f"out {out} is a toy run folder; the comparison would be mixed into the run: choose another")
+    try:
+        preflight_output(out, overwrite=True, kind="comparison (comparison.json)", is_own=has_file("comparison.json"))
+    except RunError as e:
+        raise StudyError(str(e)) from None
 
     toy, measure = cfg["toy"], dict(cfg["measure"])
     measure["axes"] = measure["axes"] or None

@@ -473,6 +473,16 @@ def atomic_output(target: str | os.PathLike, *, overwrite: bool = False, kind: s
     return AtomicOutput(target, overwrite=overwrite, kind=kind, is_own=is_own)
 
 
+def preflight_output(target: str | os.PathLike, *, overwrite: bool = False, kind: str = "output",
+                     is_own: Callable[[Path], bool] | None = None) -> Path:
+    """Check now, before any work, that atomic_output(target, ...) would succeed (not a file, not a
+    foreign non-empty folder, not busy, writable: the lock is taken and released). For writers that
+    publish later through their own atomic_output call. Returns the absolute target."""
+    w = AtomicOutput(target, overwrite=overwrite, kind=kind, is_own=is_own)
+    w.close()
+    return w.target
+
+
 def has_file(*names: str) -> Callable[[Path], bool]:
     """An `is_own` test for atomic_output: the folder holds every file in `names`."""
     return lambda p: all((Path(p) / n).is_file() for n in names)

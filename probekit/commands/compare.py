@@ -14,7 +14,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "2 on bad input (e.g. a model that cannot be loaded: nothing is measured then).",
     )
     p.add_argument("--toy", required=True, metavar="RUN_DIR", help="a trained toy run (probekit toy train --out RUN_DIR)")
-    p.add_argument("--model", default="gpt2", help="gpt2-style name, path:DIR (local folder) (default: gpt2)")
+    p.add_argument("--model", default="gpt2", help="hub name such as gpt2 (never a local folder), or path:DIR "
+                                                   "(a save_pretrained folder) (default: gpt2)")
     p.add_argument("--out", default="runs/compare", help="output directory (default: runs/compare)")
     p.add_argument("--compatibility-mode", action="store_true",
                    help="use TransformerLens compatibility mode (folded LayerNorm, centred weights) instead of raw weights")
@@ -28,9 +29,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def check_compare_out(out) -> None:
+    """Refuse, before any work, an --out that is a file, a toy run folder, a non-empty folder that holds no
+    comparison, busy (another writer holds its lock) or not writable (toy.runio.preflight_output)."""
+    from pathlib import Path
+
+    from toy.runio import RunError, has_file, is_complete_run, preflight_output
+
+    if is_complete_run(Path(out)):
+        raise RunError(f"--out {out} is a toy run folder; the comparison would be mixed into the run. Choose "
+                       "another --out (e.g. runs/compare)")
+    preflight_output(out, overwrite=True, kind="comparison (comparison.json)", is_own=has_file("comparison.json"))
+
+
 def run(args) -> int:
     from ..compare import run_comparison
+    from ..models import parse_model_spec
     from ..report import verdict_summary
+
+    parse_model_spec(args.model)          # one spec parser: a bare name is a hub name, folders need path:
+    check_compare_out(args.out)           # before the toy is loaded or anything is measured
 
     comp = run_comparison(toy_run=args.toy, model=args.model, out_dir=args.out,
                           compatibility_mode=args.compatibility_mode, words=args.words,
