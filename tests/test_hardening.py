@@ -233,3 +233,31 @@ def test_memory_cap_is_configurable(monkeypatch):
     monkeypatch.setenv("TOY_MEMORY_CAP_GB", "lots")
     with pytest.raises(ConfigError, match="TOY_MEMORY_CAP_GB"):
         ConceptConfig().validate()
+
+
+# --- README guarantee: no pickle, no eval ----------------------------------------------------------
+
+def test_no_pickle_eval_or_shell_in_the_packages():
+    import ast
+
+    bad = []
+    for pkg in ("toy", "probekit"):
+        for f in (ROOT / pkg).rglob("*.py"):
+            tree = ast.parse(f.read_text(), str(f))
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                    if any(n and n.split(".")[0] in ("pickle", "dill", "cloudpickle", "marshal", "shelve") for n in names):
+                        bad.append(f"{f}:{node.lineno} imports a pickle module")
+                if isinstance(node, ast.Call):
+                    fn = node.func
+                    name = fn.id if isinstance(fn, ast.Name) else fn.attr if isinstance(fn, ast.Attribute) else ""
+                    owner = fn.value.id if isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) else ""
+                    if name in ("eval", "exec") and isinstance(fn, ast.Name):
+                        bad.append(f"{f}:{node.lineno} calls {name}")
+                    if name == "load" and owner == "torch":
+                        bad.append(f"{f}:{node.lineno} calls torch.load (pickle)")
+                    for kw in node.keywords:
+                        if kw.arg in ("allow_pickle", "shell") and isinstance(kw.value, ast.Constant) and kw.value.value:
+                            bad.append(f"{f}:{node.lineno} passes {kw.arg}=True")
+    assert not bad, bad
