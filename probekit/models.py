@@ -257,10 +257,13 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
     if Path(name).exists():
         # transformers' from_pretrained prefers a local path of the same name over the hub: refuse rather than
         # silently load whatever folder happens to sit in the working directory
+        from toy.runio import is_complete_run
+
+        prefix = "toy" if is_complete_run(Path(name)) else "path"
         raise ModelLoadError(
             f"{name!r} is a hub model name, but {Path(name).resolve()} exists in the working directory and "
-            f"transformers would load it instead of the hub's {name!r}. Pass path:{name} to load that folder, or "
-            "run from another directory (or rename the folder) to load the hub model")
+            f"transformers would load it instead of the hub's {name!r}. Pass {prefix}:{name} to load that folder, "
+            "or run from another directory (or rename the folder) to load the hub model")
     from transformer_lens.model_bridge import TransformerBridge
 
     try:

@@ -183,6 +183,7 @@ class WordDataset:
 
 
 MAX_WORD_CHARS = 200
+MAX_CSV_BYTES = 200 * 10**6
 
 
 def _has_control(text: str) -> bool:
@@ -210,9 +211,14 @@ def load_word_csv(path: str | os.PathLike, allow_multiclass: bool | Iterable[str
     if path.is_dir():
         raise DataError(f"word CSV {src} is a folder, not a CSV file; pass the path of a CSV with a 'word' column "
                         "(format: data/README.md)")
+    if path.exists() and not path.is_file():
+        raise DataError(f"word CSV {src} is not a regular file (a device or pipe); pass the path of a CSV file")
     if not path.is_file():
         raise DataError(f"word CSV {src} does not exist; pass the path of a CSV with a 'word' column "
                         "(format: data/README.md)")
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise DataError(f"word CSV {src} is {path.stat().st_size / 1e6:.0f} MB, larger than the {MAX_CSV_BYTES // 10**6} MB "
+                        "a word list can sensibly be; pass the right file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:

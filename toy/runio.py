@@ -369,7 +369,9 @@ class AtomicOutput:
 
     def __init__(self, target: str | os.PathLike, *, overwrite: bool = False, kind: str = "output",
                  is_own: Callable[[Path], bool] | None = None):
-        self.target = Path(target).expanduser().absolute()
+        self.target = Path(os.path.abspath(Path(target).expanduser()))
+        if self.target.parent == self.target:
+            raise RunError(f"--out {target} is the file-system root; choose a folder such as runs/out")
         self.overwrite = bool(overwrite)
         self.kind = kind
         self.is_own = is_own
