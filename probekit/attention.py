@@ -420,3 +420,59 @@ def save_correct_attention(result: Mapping[str, Any], out_dir: str | Path, *, pr
                                             "base_mass_uniform": r["base_mass_uniform"]})
             paths += [p, j]
     return paths
+
+
+def demo_attention(lm: Any, data: Any, *, source: str = "final", part: str = "word",
+                   layers: Sequence[int] | None = None, batch_size: int | None = None,
+                   progress: bool = False) -> dict[str, Any]:
+    """Per-prompt attention mass on each demonstration, for every layer and head, from one source row.
+
+    The raw material of the calibrated correct-attention test (`probekit.calibration`): its permutation
+    null reshuffles ``match`` within each prompt, so it needs the per-demonstration masses, not the means.
+
+    transformer: ``data`` ICL ``Prompt`` s with the same number k of demonstrations; ``source`` "final"
+    (the prediction position) or "query" (last token of the query word); ``part`` "word" (the demo words'
+    tokens), "label" or "all". toy: a ``ProbeBatch``; the source is its ``query_row`` (its prediction row).
+
+    Returns ``{"mass": [n, L, H, k], "match": [n, k] bool, "layers": [...], "source", "part"}``.
+    """
+    if batch_size is None:
+        batch_size = 1024 if lm.kind == "toy" else 16
+    n_layers = int(lm.n_layers)
+    layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
+    if lm.kind == "toy":
+        if getattr(data, "demo_match", None) is None:
+            raise DataError("toy correct attention needs a ProbeBatch with demo_match")
+        match = np.asarray(data.demo_match, dtype=bool)
+        keys = [int(k) for k in data.demo_key_pos]
+        qrow = int(data.query_row)
+        _, rows = _run_rows(lm, data, {"query": lambda i: qrow}, layers, batch_size, progress, "attention")
+        mass = rows["query"][..., keys]                                   # [n, L, H, k]
+        return {"mass": mass, "match": match, "layers": layers, "source": "query", "part": "all"}
+    if source not in ("final", "query"):
+        raise ProbekitError(f"source must be 'final' or 'query'; got {source!r}")
+    if part not in _PARTS:
+        raise ProbekitError(f"part must be one of {list(_PARTS)}; got {part!r}")
+    prompts = list(data)
+    if not prompts:
+        raise DataError("no prompts given")
+    from .extract import prepare
+
+    encoded = prepare(lm, prompts, "last").encoded
+    struct = _icl_structure(prompts, encoded)
+    ks = {len(st["match"]) for st in struct}
+    if len(ks) != 1:
+        raise DataError(f"prompts have different numbers of demonstrations ({sorted(ks)}); use one k")
+    k = ks.pop()
+    _, rows = _run_rows(lm, prompts, {source: (lambda i: struct[i][source])}, layers, batch_size, progress,
+                        "attention")
+    R = rows[source]
+    n = R.shape[0]
+    mass = np.zeros(R.shape[:3] + (k,))
+    for i, st in enumerate(struct):
+        for j in range(k):
+            pos = (st["words"][j] if part == "word" else st["labels"][j] if part == "label"
+                   else st["words"][j] + st["labels"][j])
+            mass[i, ..., j] = R[i][..., pos].sum(-1)
+    match = np.array([st["match"] for st in struct], dtype=bool)
+    return {"mass": mass, "match": match, "layers": layers, "source": source, "part": part, "n": n}

@@ -20,7 +20,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from .options import SuggestingParser
+
+    parser = SuggestingParser(
         prog="probekit",
         description="Train ICL-theory toy transformers and probe them side by side with GPT-2.",
     )
@@ -41,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Every flag is type- and range-checked while parsing (probekit.options), before anything heavy
+    # is imported: bad input exits with status 2 at once, with a "did you mean" hint.
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:      # a usage error returns its status (2); --help / --help-config exit
+        if e.code in (0, None):
+            raise
+        return int(e.code) if isinstance(e.code, int) else 2
     from toy.config import ConfigError
     from toy.runio import RunError, sigterm_as_interrupt
     from .errors import ProbekitError

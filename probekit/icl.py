@@ -49,6 +49,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DataError
+from .options import CROSS_RULES, ICL, LABEL_MODES  # defined once, with the other options
 from .prompt import Prompt
 from .words import WordDataset
 
@@ -56,8 +57,6 @@ SEP = " ->"
 NEWLINE = "\n"
 DEFAULT_SYMBOLS = (" A", " B", " X", " Y", " Z", " Q", " K", " M")
 CROSS_CLASSES = ("no", "yes")
-LABEL_MODES = ("natural", "symbol")
-CROSS_RULES = ("and", "xor")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,11 +290,16 @@ def _parse_ks(ks: Sequence[int]) -> list[int]:
     return out
 
 
-def icl_curve(lm: Any, dataset: WordDataset | None, axis: str | None, ks: Sequence[int] = (0, 1, 2, 4, 8),
-              n_prompts: int = 64, label_mode: str = "natural", seed: int = 0, cross_axis: str | None = None,
-              *, cross_rule: str = "and", cross_target: Sequence[str] | str | None = None, batch_size: int = 16,
+def icl_curve(lm: Any, dataset: WordDataset | None, axis: str | None,
+              ks: Sequence[int] = tuple(ICL["k_shots"].default), n_prompts: int = ICL["n_prompts"].default,
+              label_mode: str = ICL["label_mode"].default[0], seed: int = ICL["seed"].default,
+              cross_axis: str | None = None, *, cross_rule: str = ICL["cross_rule"].default,
+              cross_target: Sequence[str] | str | None = None, batch_size: int = ICL["batch_size"].default,
               progress: bool = True) -> dict[str, Any]:
     """ICL accuracy against k (k = 0 is the zero-demonstration baseline) for one task.
+
+    Defaults are `probekit.options.ICL` (the same as `probekit icl`: ks = --k-shots, label_mode =
+    --label-mode, cross_axis = --cross).
 
     Transformer models: prompts from `dataset` / `axis` (all prompts are built and checked before any
     forward pass). Toy runs: `dataset`/`axis` are ignored; the run's own generator is used.

@@ -146,6 +146,8 @@ def check_device(device: Any) -> str:
     import torch
 
     text = str(device).strip() if device is not None else "cpu"
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(text)
     except (RuntimeError, ValueError):

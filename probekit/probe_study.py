@@ -1,6 +1,6 @@
 """`probekit probe`: probe concept axes at every layer of a model, with baselines, figures and artifacts.
 
-    run_probe_study("path:/models/gpt2", "out/gpt2_probe", data="data/words.csv", concepts="gender,number")
+    run_probe_study("path:/models/gpt2", "out/gpt2_probe", words="data/words.csv", axes="gender,number")
     run_probe_study("toy:runs/concept", "out/toy_probe")            # prompts from the run's own generator
 
 Writes, atomically (built under a hidden temporary name, renamed into place at the end):
@@ -35,8 +35,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import DataError, ProbekitError
+from .options import PROBE
 
 DEFAULT_TEMPLATE = "Here is a word: {word}"
+_D = PROBE.defaults()
 
 
 class StudyOutputError(ProbekitError):
@@ -192,17 +194,29 @@ def _word_inputs(ds, concepts, templates):
     return prompts, labels, classes, groups
 
 
-def run_probe_study(model: str, out, *, data: str | None = None, concepts="all", layers="all",
-                    probes="logistic,mass-mean,lda", templates: Sequence[str] | None = None,
-                    position: str | None = None, n_folds: int = 5, n_repeats: int = 1, n_controls: int = 1,
-                    seed: int = 0, n_prompts: int = 2000, batch_size: int = 32, C: float = 1.0,
-                    compatibility_mode: bool = False, device: str = "cpu", overwrite: bool = False,
-                    progress: bool = True, lm=None) -> dict[str, Any]:
+def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"], layers=_D["layers"],
+                    probes=_D["probes"], templates: Sequence[str] = _D["templates"],
+                    position: str = _D["position"], n_folds: int = _D["n_folds"], n_repeats: int = _D["n_repeats"],
+                    n_controls: int = _D["n_controls"], seed: int = _D["seed"], n_prompts: int = _D["n_prompts"],
+                    batch_size: int = _D["batch_size"], C: float = _D["C"],
+                    compatibility_mode: bool = _D["compatibility_mode"], device: str = _D["device"],
+                    overwrite: bool = _D["overwrite"], progress: bool = True, lm=None) -> dict[str, Any]:
     """Run the probe study and write OUT (see the module docstring). Returns the results dict.
 
+    The options and their defaults are `probekit.options.PROBE` (the same as `probekit probe` and the
+    `concept_sweep` TOML study): `words` a word CSV ("" = the bundled one), `axes` the concept axes
+    ([] / "all" = every axis), `layers`, `probes`, `templates`, `position` ("" = word; toys: last), ...
     Every input is checked (probe names, concepts, data, folds, hooks, positions, labels per concept)
     before activations are extracted; nothing is written unless the whole study succeeds.
     `lm` may pass an already loaded LoadedModel (then `model` is only used for messages)."""
+    from .options import PROBE
+
+    PROBE.validate({"words": words or "", "axes": axes if axes is not None else [], "layers": layers,
+                    "probes": probes, "templates": list(templates or []), "position": position or "",
+                    "n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
+                    "n_prompts": n_prompts, "batch_size": batch_size, "C": C,
+                    "compatibility_mode": compatibility_mode, "device": device, "overwrite": overwrite})
+    data, concepts = words, axes
     from .evaluate import prepare_labels
     from .probes import check_probe_names
 
@@ -232,7 +246,7 @@ def run_probe_study(model: str, out, *, data: str | None = None, concepts="all",
         for c in concept_list:                   # too few examples etc.: fail before the model is loaded
             prepare_labels(w_labels[c], w_groups, n_folds, what=f"concept {c!r}", class_names=w_classes[c])
     elif data:
-        raise DataError("--data is for transformer models; a toy run makes its own prompts (drop --data)")
+        raise DataError("--words is for transformer models; a toy run makes its own prompts (drop --words)")
 
     # OUT is locked, checked and proven writable before the model is loaded; everything below is built in
     # a temporary folder and published once (or removed on an error or interrupt)

@@ -38,9 +38,8 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .errors import ActivationError, DataError
+from .options import PROBE_ALIASES, PROBE_NAMES  # the one definition of the probe names
 from .stats import ClassStats, ClassStatsFitter, oas_shrinkage, shrink
-
-PROBE_NAMES = ("logistic", "mass-mean", "lda")
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -272,13 +271,16 @@ def standardizer(X: np.ndarray, eps: float = 1e-8) -> tuple[np.ndarray, np.ndarr
 def make_probe(name: str, **params):
     """A fresh probe from its CLI name: 'logistic', 'mass-mean' or 'lda'."""
     key = str(name).strip().lower().replace("_", "-")
-    if key in ("logistic", "lr", "logreg"):
+    key = PROBE_ALIASES.get(key, key)
+    if key == "logistic":
         return LogisticProbe(**params)
-    if key in ("mass-mean", "massmean", "mm", "diff-means"):
+    if key == "mass-mean":
         return MassMeanProbe(**params)
-    if key in ("lda", "whitened"):
+    if key == "lda":
         return LDAProbe(**params)
-    raise DataError(f"unknown probe {name!r}; valid probes: {', '.join(PROBE_NAMES)}")
+    from .options import did_you_mean
+
+    raise DataError(f"unknown probe {name!r}; valid probes: {', '.join(PROBE_NAMES)}.{did_you_mean(key, PROBE_NAMES)}")
 
 
 def probe_name(probe) -> str:

@@ -37,7 +37,7 @@ import torch
 
 from .errors import ActivationError, DataError, HookError, ProbekitError
 
-__all__ = ["steer_outputs", "steering_effect", "steering_matrix", "split_probe_batch", "plot_steering", "plot_steering_matrix"]
+__all__ = ["steer_outputs", "steering_gradients", "steering_effect", "steering_matrix", "split_probe_batch", "plot_steering", "plot_steering_matrix"]
 
 DEFAULT_ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -276,6 +276,87 @@ def steer_outputs(lm: Any, prompts: Any, hook: str, vectors: Any, *, position: s
     for i in tqdm(range(V.shape[0]), desc="steering", disable=not progress):
         out[i] = setup.outputs("_", torch.as_tensor(V[i]), batch_size)
     return base, out
+
+
+def steering_gradients(lm: Any, prompts: Any, hooks: Sequence[str], *, position: str = "query",
+                       batch_size: int | None = None) -> dict[str, Any]:
+    """First-order steering response: ``dy/dh`` at the steering position of every prompt, for every hook.
+
+    ``y`` is the measured output of :func:`steer_outputs` (logit(candidates[1]) - logit(candidates[0]) at
+    the final token, or the toy's ``f``). One forward and one backward pass per batch give, for every hook
+    in ``hooks`` at once, the exact directional derivative of ``y`` for any added vector ``v``:
+    ``y(h + a v) = y(h) + a * grad . v + O(a^2)`` (the attribution-patching linearisation). A zero
+    perturbation is added at the steering position through the hook, and its gradient is read, so the
+    derivative includes every path downstream of that position.
+
+    Returns ``{"base": [n], "grads": {hook: [n, d]}, "acts": {hook: [n, d]}, "position": ...}`` (float64).
+    """
+    if not hooks:
+        raise DataError("give at least one hook")
+    setup = _Setup(lm, {"_": prompts}, None, hooks[0], position)
+    for h in hooks:
+        if h not in lm.model.hook_dict:
+            raise HookError(f"unknown hook {h!r}; choose from LoadedModel.hook_names()")
+    from .extract import iter_batches, prepare
+
+    if batch_size is None:
+        batch_size = 256 if setup.toy else 16
+    data = setup.data["_"]
+    prep = prepare(lm, data, "last")
+    n = prep.n
+    base = np.zeros(n)
+    grads = {h: None for h in hooks}
+    acts = {h: None for h in hooks}
+    steer_pos = None if setup.toy else setup.steer_pos["_"]
+    cands = None if setup.toy else setup.cands["_"]
+    model = lm.model
+    for info, x, kw in iter_batches(lm, prep, batch_size):
+        b = len(info.index)
+        deltas: dict[str, torch.Tensor] = {}
+        seen: dict[str, torch.Tensor] = {}
+        pos = None if setup.toy else torch.as_tensor(steer_pos[np.asarray(info.index)])
+
+        def make(name: str):
+            def fn(t: torch.Tensor, hook: Any = None) -> torch.Tensor:
+                rows = torch.arange(t.shape[0], device=t.device)
+                p = (torch.full((t.shape[0],), t.shape[1] - 1, device=t.device) if setup.toy
+                     else pos.to(t.device))
+                d = torch.zeros(t.shape[0], t.shape[-1], dtype=t.dtype, device=t.device, requires_grad=True)
+                deltas[name] = d
+                seen[name] = t[rows, p].detach()
+                add = torch.zeros_like(t)
+                add = add.index_put((rows, p), d)
+                return t + add
+            return fn
+
+        with torch.enable_grad(), model.hooks(fwd_hooks=[(h, make(h)) for h in hooks]):
+            if setup.toy:
+                out = model(x, **kw)
+                if isinstance(out, tuple):
+                    out = out[0]
+                y = out.reshape(b, -1)[:, 0]
+            else:
+                logits = model(x, return_type="logits", **kw)
+                last = torch.as_tensor(info.lengths - 1, device=logits.device)
+                rows = torch.arange(b, device=logits.device)
+                fin = logits[rows, last]
+                c = torch.as_tensor(cands[np.asarray(info.index)], device=logits.device)
+                y = fin[rows, c[:, 1]] - fin[rows, c[:, 0]]
+            missing = [h for h in hooks if h not in deltas]
+            if missing:
+                raise HookError(f"hooks {missing} did not fire in the forward pass")
+            g = torch.autograd.grad(y.sum(), [deltas[h] for h in hooks], allow_unused=True)
+        base[info.index] = y.detach().double().cpu().numpy()
+        for h, gh in zip(hooks, g):
+            gh = torch.zeros_like(deltas[h]) if gh is None else gh
+            if grads[h] is None:
+                grads[h] = np.zeros((n, gh.shape[-1]))
+                acts[h] = np.zeros((n, gh.shape[-1]))
+            grads[h][info.index] = gh.detach().double().cpu().numpy()
+            acts[h][info.index] = seen[h].double().cpu().numpy()
+    if not np.all(np.isfinite(base)):
+        raise ActivationError("the model produced NaN/inf outputs; check the weights and inputs")
+    return {"base": base, "grads": grads, "acts": acts, "position": setup.position}
 
 
 def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any, axis: str, layer: int | None = None,

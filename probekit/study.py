@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ProbekitError
+from .options import ATTENTION, COMPARE, PROBE, OptionError, Study, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,74 +44,61 @@ class StudyKind:
     schema: dict[str, dict[str, Any]]      # section -> key -> default (type taken from the default)
     runner: Callable[[dict[str, dict[str, Any]], Path, bool], dict[str, Any]]
     required: tuple[str, ...] = ()          # "section.key" that must be given (default None)
+    study: Study | None = None              # the option schema the keys come from (probekit.options)
 
 
 _COMMON = {"kind": "", "name": "", "description": "", "out": "", "overwrite": False}
 
 
-def _load(model: dict[str, Any]):
+def _load(opts: dict[str, Any]):
     from .models import load_model
 
-    return load_model(model["spec"], compatibility_mode=model["compatibility_mode"])
+    return load_model(opts["model"], compatibility_mode=opts["compatibility_mode"])
 
 
-def _icl_prompts(data: dict[str, Any], progress: bool):
-    """(words, axes, prompts, prompt_axis) from a [data] section."""
+def _icl_prompts(opts: dict[str, Any], progress: bool):
+    """(words, axes, skipped, prompts, prompt_axis) from the ICL-prompt options of a study."""
     import numpy as np
 
     from .compare import load_words, model_axes
     from .icl import build_icl_prompts
 
-    words = load_words(data["words"])
-    axes, skipped = model_axes(words, data["k_shots"], data["axes"] or None)
+    words = load_words(opts["words"])
+    axes, skipped = model_axes(words, opts["k_shots"], opts["axes"] or None)
     if not axes:
         raise StudyError(f"no usable axis in the word data: {skipped}")
     prompts, prompt_axis = [], []
     for a in axes:
-        ps = build_icl_prompts(words, a, k=data["k_shots"], n_prompts=data["n_prompts"],
-                               label_mode=data["label_mode"], seed=data["seed"])
+        ps = build_icl_prompts(words, a, k=opts["k_shots"], n_prompts=opts["n_prompts"],
+                               label_mode=opts["label_mode"], seed=opts["seed"])
         prompts += ps
         prompt_axis += [a] * len(ps)
     return words, axes, skipped, prompts, np.array(prompt_axis)
 
 
+def _library_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in opts.items() if k not in ("model", "out", "no_progress")}
+
+
 def concept_sweep(model: dict[str, Any], data: dict[str, Any], probe: dict[str, Any], out: Path,
                   progress: bool = True) -> dict[str, Any]:
     """The standard probe study (`probekit.probe_study.run_probe_study`): every axis at every layer,
-    with control-task selectivity and baselines, figures and the best probe per axis as an artifact."""
+    with control-task selectivity and baselines, figures and the best probe per axis as an artifact.
+    The sections may be partial: missing keys take the defaults of `probekit.options.PROBE`."""
     from .probe_study import run_probe_study
 
-    res = run_probe_study(model["spec"], out, data=data["words"] or None, concepts=data["axes"] or "all",
-                          layers=probe["layers"], probes=probe["probes"], templates=data["templates"] or None,
-                          position=probe["position"] or None, n_folds=probe["n_folds"], seed=data["seed"],
-                          compatibility_mode=model["compatibility_mode"], overwrite=probe["overwrite"],
-                          progress=progress)
+    opts = PROBE.from_toml({"model": model, "data": data, "probe": probe})
+    res = run_probe_study(opts["model"], out, **_library_kwargs(opts), progress=progress)
     return {"out": res.get("out", str(out)),
             "best": {c: {k: b.get(k) for k in ("hook", "probe", "accuracy", "control_accuracy", "selectivity")}
                      for c, b in (res.get("best") or {}).items()},
             "figures": res.get("figures")}
 
 
-def check_attention_settings(data: dict[str, Any], attention: dict[str, Any]) -> None:
-    """Every [data] / [attention] value of the attention study, checked before any work (StudyError)."""
-    def need_int(where: str, v: Any, lo: int, hi: int | None = None) -> None:
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise StudyError(f"{where} = {v!r}: must be an integer {rng}")
-
-    need_int("[attention] top_k", attention.get("top_k"), 1)
-    if attention.get("prefix_matching"):
-        need_int("[attention] prefix_seq_len", attention.get("prefix_seq_len"), 2, 4096)
-    need_int("[data] n_prompts", data.get("n_prompts"), 1)
-    need_int("[data] k_shots", data.get("k_shots"), 1, 256)
-    need_int("[data] seed", data.get("seed"), 0)
-    if data.get("label_mode") not in ("natural", "symbol"):
-        raise StudyError(f"[data] label_mode = {data.get('label_mode')!r}: use 'natural' or 'symbol'")
-
-
 def attention_heads(model: dict[str, Any], data: dict[str, Any], attention: dict[str, Any], out: Path,
                     progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Correct-attention share per layer and head on ICL prompts (+ prefix-matching scores).
+    The sections may be partial: missing keys take the defaults of `probekit.options.ATTENTION`.
 
     Every setting, the model spec, the word data and the prompts are checked and OUT is locked and proven
     writable (toy.runio.atomic_output) before the model is loaded; the results are built in a temporary
@@ -120,33 +108,36 @@ def attention_heads(model: dict[str, Any], data: dict[str, Any], attention: dict
     from .attention import correct_attention, plot_head_heatmap, prefix_matching_scores, save_correct_attention, top_heads
     from .models import parse_model_spec
 
-    check_attention_settings(data, attention)
-    parse_model_spec(model["spec"])
-    words, axes, skipped, prompts, _ = _icl_prompts(data, progress)   # before the model: bad data fails first
+    try:
+        opts = ATTENTION.from_toml({"model": model, "data": data, "attention": attention})
+    except OptionError as e:
+        raise StudyError(str(e)) from None
+    parse_model_spec(opts["model"])
+    words, axes, skipped, prompts, _ = _icl_prompts(opts, progress)   # before the model: bad data fails first
     writer = atomic_output(out, overwrite=overwrite, kind="attention study (summary.json)",
                            is_own=has_file("summary.json"))
     with writer as tmp:
-        lm = _load(model)
+        lm = _load(opts)
         res = correct_attention(lm, prompts, progress=progress)
         figs = [str(writer.target / Path(p).relative_to(tmp)) for p in save_correct_attention(res, tmp)]
         summary = {"model": lm.identity(), "words": words.source, "words_data_hash": words.data_hash, "axes": axes,
                    "axes_skipped": skipped, "n_prompts": len(prompts),
-                   "top_heads": {s: top_heads(res, k=attention["top_k"], source=s) for s in res["sources"]},
+                   "top_heads": {s: top_heads(res, k=opts["top_k"], source=s) for s in res["sources"]},
                    "base_share": {s: res[s]["base_share"] for s in res["sources"]}}
-        if attention["prefix_matching"]:
-            pm = prefix_matching_scores(lm, seq_len=attention["prefix_seq_len"], seed=data["seed"], progress=progress)
+        if opts["prefix_matching"]:
+            pm = prefix_matching_scores(lm, seq_len=opts["prefix_seq_len"], seed=opts["seed"], progress=progress)
             plot_head_heatmap(pm, tmp / "prefix_matching.png", title=f"{lm.model_id}: prefix-matching score",
-                              extra={"seq_len": attention["prefix_seq_len"]})
+                              extra={"seq_len": opts["prefix_seq_len"]})
             flat = sorted(((float(pm[li, h]), li, h) for li in range(pm.shape[0]) for h in range(pm.shape[1])),
                           reverse=True)
-            summary["prefix_matching_top"] = [{"layer": li, "head": h, "score": v} for v, li, h in flat[:attention["top_k"]]]
+            summary["prefix_matching_top"] = [{"layer": li, "head": h, "score": v} for v, li, h in flat[:opts["top_k"]]]
         summary["figures"] = figs
         atomic_write_json(tmp / "summary.json", summary)
     return summary
 
 
 def _run_concept_sweep(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
-    probe = dict(cfg["probe"], overwrite=cfg["probe"]["overwrite"] or cfg["study"]["overwrite"])
+    probe = dict(cfg["probe"], overwrite=cfg["probe"].get("overwrite", False) or cfg["study"]["overwrite"])
     return concept_sweep(cfg["model"], cfg["data"], probe, out, progress)
 
 
@@ -158,7 +149,9 @@ def _run_attention_heads(cfg: dict[str, dict[str, Any]], out: Path, progress: bo
 def _run_compare(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
     from toy.runio import RunError, has_file, is_complete_run, preflight_output
 
+    from .commands.compare import comparison_kwargs
     from .compare import run_comparison
+    from .options import call_with_options
 
     if is_complete_run(out):
         raise StudyError(f"out {out} is a toy run folder; the comparison would be mixed into the run: choose another")
@@ -166,45 +159,31 @@ def _run_compare(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> d
         preflight_output(out, overwrite=True, kind="comparison (comparison.json)", is_own=has_file("comparison.json"))
     except RunError as e:
         raise StudyError(str(e)) from None
-
-    toy, measure = cfg["toy"], dict(cfg["measure"])
-    measure["axes"] = measure["axes"] or None
-    comp = run_comparison(
-        toy_run=toy["run"] or None, toy_overrides=toy["set"], toy_quick=toy["quick"],
-        model=cfg["model"]["spec"], compatibility_mode=cfg["model"]["compatibility_mode"],
-        out_dir=out, progress=progress, model_required=False, **measure)
+    opts = COMPARE.from_toml(cfg)
+    comp = call_with_options(run_comparison, comparison_kwargs(opts), COMPARE, toy_run=opts["toy"] or None,
+                             out_dir=out, progress=progress, model_required=False)
     return {"complete": comp["complete"], "out": str(out)}
 
 
-_MODEL = {"spec": "gpt2", "compatibility_mode": False}
-_DATA = {"words": "", "axes": [], "n_prompts": 64, "k_shots": 4, "label_mode": "natural", "seed": 0}
+def _kind(name: str, description: str, study: Study, runner) -> StudyKind:
+    return StudyKind(name, description, {"study": dict(_COMMON), **study.toml_schema()}, runner, study=study)
 
+
+# The sections and keys of each kind come from the option schema (probekit.options): the same
+# names, defaults and checks as the CLI flags and the library keywords.
 STUDY_KINDS: dict[str, StudyKind] = {
-    "concept_sweep": StudyKind(
+    "concept_sweep": _kind(
         "concept_sweep",
         "probe every concept axis of the word data at every layer (probekit.probe_study: accuracy, control task, "
-        "selectivity, baselines, best probe per axis saved as an artifact)",
-        {"study": dict(_COMMON), "model": dict(_MODEL),
-         "data": {"words": "", "axes": [], "templates": [], "seed": 0},
-         "probe": {"layers": "all", "probes": "logistic,mass-mean,lda", "position": "", "n_folds": 5,
-                   "overwrite": False}},
-        _run_concept_sweep,
-    ),
-    "attention_heads": StudyKind(
+        "selectivity, baselines, best probe per axis saved as an artifact)", PROBE, _run_concept_sweep),
+    "attention_heads": _kind(
         "attention_heads",
         "attention from the query to matching in-context examples, per layer and head, plus prefix-matching scores",
-        {"study": dict(_COMMON), "model": dict(_MODEL), "data": dict(_DATA),
-         "attention": {"top_k": 10, "prefix_matching": True, "prefix_seq_len": 32}},
-        _run_attention_heads,
-    ),
-    "compare": StudyKind(
+        ATTENTION, _run_attention_heads),
+    "compare": _kind(
         "compare",
         "toy-vs-model comparison: six linear-representation hypotheses, measured side by side, with a report",
-        {"study": dict(_COMMON), "model": dict(_MODEL),
-         "toy": {"run": "", "set": [], "quick": False},
-         "measure": {"n_prompts": 64, "k_shots": 4, "seed": 0, "words": "", "axes": [], "quick": False}},
-        _run_compare,
-    ),
+        COMPARE, _run_compare),
 }
 
 
@@ -222,16 +201,18 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif isinstance(default, list):
-        ok = isinstance(value, list)
-        if ok:   # every list in a study schema is a list of strings
-            bad = [v for v in value if not isinstance(v, str)]
+        ok = isinstance(value, (list, str))        # a list, or its comma-separated string
+        if isinstance(value, list):
+            kind = int if default and all(isinstance(d, int) and not isinstance(d, bool) for d in default) else str
+            bad = [v for v in value if not isinstance(v, kind) or isinstance(v, bool)]
             if bad:
-                raise StudyError(f"{where} = {_short(value)}: expected a list of strings, e.g. [\"a\", \"b\"]; "
-                                 f"{_short(bad[0])} is {_type_name(bad[0])}")
+                what = "integers" if kind is int else "strings"
+                raise StudyError(f"{where} = {_short(value)}: expected a list of {what}; {_short(bad[0])} is "
+                                 f"{_type_name(bad[0])}")
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise StudyError(f"{where} = {_short(value)}: expected {_type_name(default)} (default {default!r})")
+        raise StudyError(f"{where} = {_short(value)}: expected {_type_name(default)} (default {_short(default)})")
     return value
 
 
@@ -264,10 +245,12 @@ def resolve(data: dict[str, Any], overrides: list[str] | None = None, source: st
         raise StudyError(f"{source}: missing [study] kind = ...; valid kinds: {sorted(STUDY_KINDS)}")
     kind = STUDY_KINDS.get(study["kind"])
     if kind is None:
-        raise StudyError(f"{source}: unknown study kind {study['kind']!r}; valid kinds: {sorted(STUDY_KINDS)}")
+        raise StudyError(f"{source}: unknown study kind {study['kind']!r};{did_you_mean(study['kind'], STUDY_KINDS)} "
+                         f"valid kinds: {sorted(STUDY_KINDS)}")
     unknown_sections = sorted(set(data) - set(kind.schema))
     if unknown_sections:
-        raise StudyError(f"{source}: unknown section(s) {unknown_sections} for kind {kind.name!r}; "
+        raise StudyError(f"{source}: unknown section(s) {unknown_sections} for kind {kind.name!r};"
+                         f"{did_you_mean(unknown_sections[0], kind.schema)} "
                          f"valid sections: {sorted(kind.schema)}")
     cfg: dict[str, dict[str, Any]] = {}
     for section, keys in kind.schema.items():
@@ -276,10 +259,19 @@ def resolve(data: dict[str, Any], overrides: list[str] | None = None, source: st
             raise StudyError(f"{source}: {section!r} must be a table [{section}]")
         unknown = sorted(set(given) - set(keys))
         if unknown:
-            raise StudyError(f"{source}: unknown key(s) {unknown} in [{section}] for kind {kind.name!r}; "
+            hint = did_you_mean(unknown[0], keys)
+            raise StudyError(f"{source}: unknown key(s) {unknown} in [{section}] for kind {kind.name!r};{hint} "
                              f"valid keys: {sorted(keys)}")
         cfg[section] = {k: _check_type(f"{source}: [{section}] {k}", given[k], d) if k in given else
                         (list(d) if isinstance(d, list) else d) for k, d in keys.items()}
+    if kind.study is not None:              # ranges and choices, with the same rules as the CLI flags
+        try:
+            opts = kind.study.from_toml(cfg, source)
+        except OptionError as e:
+            raise StudyError(str(e)) from None
+        for o in kind.study.options:        # store the checked (parsed, canonical) values
+            if o.toml and o.section in cfg:
+                cfg[o.section][o.toml_key] = opts[o.name]
     return kind, cfg
 
 
@@ -326,7 +318,7 @@ def run_study(path: str | Path, out: str | Path | None = None, overrides: list[s
         out_dir = study_out_dir(cfg["study"]["out"], str(path))
     else:
         out_dir = Path("runs") / Path(path).stem
-    if "model" in cfg:
+    if "model" in cfg and "spec" in cfg["model"]:
         parse_model_spec(cfg["model"]["spec"])   # one spec parser, before any work
     result = kind.runner(cfg, out_dir, progress)
     return {"kind": kind.name, "out": str(out_dir), "config": cfg, "result": result}

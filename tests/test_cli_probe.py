@@ -116,7 +116,7 @@ def test_bad_input_refused_before_work(tiny_gpt2_dir, tmp_path, capsys):
     out = tmp_path / "o"
     base = ["probe", "--model", f"path:{tiny_gpt2_dir}", "--out", str(out), "--no-progress"]
     _expect_error(capsys, base + ["--concept", "colour"], "unknown concept axis 'colour'", "gender", "number")
-    _expect_error(capsys, base + ["--probes", "logistic,svm"], "unknown probe 'svm'", "mass-mean")
+    _expect_error(capsys, base + ["--probes", "logistic,svm"], "'svm': not one of logistic, mass-mean, lda")
     small = tmp_path / "small.csv"
     small.write_text("word,animacy\ncat,living\ndog,living\nhorse,living\nrock,object\nchair,object\n"
                      "table,object\nlamp,object\nbird,living\n")
@@ -135,4 +135,4 @@ def test_bad_input_refused_before_work(tiny_gpt2_dir, tmp_path, capsys):
 def test_toy_rejects_data_and_unknown_concept(toy_run_dir, tmp_path, capsys):
     base = ["probe", "--model", f"toy:{toy_run_dir}", "--out", str(tmp_path / "t"), "--no-progress"]
     _expect_error(capsys, base + ["--concept", "concept_9"], "unknown concept axis 'concept_9'", "concept_0")
-    _expect_error(capsys, base + ["--data", "x.csv"], "--data is for transformer models")
+    _expect_error(capsys, base + ["--data", "x.csv"], "--words is for transformer models")

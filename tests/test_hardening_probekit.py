@@ -192,8 +192,16 @@ def test_probe_out_checked_before_model_load(tiny_gpt2_dir, tmp_path, capsys, no
     small.write_text("word,animacy\ncat,living\ndog,living\nrock,object\nchair,object\ntable,object\n")
     rc, err = _err(capsys, base + ["--data", str(small), "--out", str(tmp_path / "o")])
     assert rc == 2 and "too few examples" in err
-    rc, err = _err(capsys, base + ["--device", "cuda:7", "--out", str(tmp_path / "o")])   # defect 19
-    assert rc == 2 and "--device cuda:7" in err and "--device cpu" in err
+    from probekit.errors import ModelLoadError
+    from probekit.models import check_device
+
+    if not torch.cuda.is_available():                       # defect 19: a CPU-only torch and --device cuda
+        rc, err = _err(capsys, base + ["--device", "cuda", "--out", str(tmp_path / "o")])
+        assert rc == 2 and "--device cuda" in err and "--device cpu" in err and "CUDA" in err, err
+        with pytest.raises(ModelLoadError, match="cuda:7.*--device cpu"):
+            check_device("cuda:7")
+    rc, err = _err(capsys, base + ["--device", "cuda:7", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "--device" in err and "cuda:7" in err, err
     assert not (tmp_path / "o").exists()
 
 

@@ -285,7 +285,7 @@ def test_cli_bad_input_fails_before_loading(tmp_path, capsys):
                       (["--concept", "gender", "--k", "0,x"], "--k"),
                       (["--concept", "gender", "--labels", "words"], "--labels"),
                       (["--concept", "gender", "--k", "200"], "words per class"),
-                      ([], "--concept is required")]:
+                      (["--axes", "gender", "--n-prompts", "0"], "out of range")]:
         rc = main(["icl", "--model", missing, "--out", str(tmp_path / "o")] + args)
         err = capsys.readouterr().err
         assert rc == 2 and msg in err and "no_model_here" not in err, (args, err)

@@ -22,3 +22,39 @@ def test_steer_outputs_matches_steering_effect(tiny_gpt2_dir, ds):
     assert np.abs(out - base[None]).max() > 1e-4
     with pytest.raises(Exception, match="dimension"):
         steer_outputs(lm, prompts, hook, np.zeros((1, lm.d_model + 1)))
+
+
+def test_steering_gradients_match_finite_differences(tiny_gpt2_dir, ds):
+    from probekit.icl import build_icl_prompts
+    from probekit.models import load_model
+    from probekit.steering import steer_outputs, steering_gradients
+
+    lm = load_model(f"path:{tiny_gpt2_dir}")
+    prompts = build_icl_prompts(ds, "number", k=2, n_prompts=5, seed=1)
+    hooks = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post"]
+    g = steering_gradients(lm, prompts, hooks, position="query")
+    rng = np.random.default_rng(1)
+    for h in hooks:
+        u = rng.normal(size=lm.d_model)
+        u /= np.linalg.norm(u)
+        eps = 1e-2
+        base, out = steer_outputs(lm, prompts, h, np.stack([eps * u, -eps * u]), position="query")
+        np.testing.assert_allclose(g["base"], base, atol=1e-4)
+        fd = (out[0] - out[1]) / (2 * eps)
+        np.testing.assert_allclose(g["grads"][h] @ u, fd, rtol=2e-2, atol=2e-3)
+    assert g["acts"][hooks[0]].shape == (5, lm.d_model)
+
+
+def test_demo_attention_matches_correct_attention(tiny_gpt2_dir, ds):
+    from probekit.attention import correct_attention, demo_attention
+    from probekit.icl import build_icl_prompts
+    from probekit.models import load_model
+
+    lm = load_model(f"path:{tiny_gpt2_dir}")
+    ps = build_icl_prompts(ds, "gender", k=4, n_prompts=6, seed=0)
+    r = demo_attention(lm, ps, source="final")
+    c = correct_attention(lm, ps, sources=("final",), progress=False)
+    assert r["mass"].shape == (6, lm.n_layers, lm.n_heads, 4) and r["match"].shape == (6, 4)
+    np.testing.assert_allclose(r["mass"].sum(-1).mean(0), c["final"]["mass_demos_word"], atol=1e-6)
+    mm = (r["mass"] * r["match"][:, None, None, :]).sum(-1).mean(0)
+    np.testing.assert_allclose(mm, c["final"]["mass_match_word"], atol=1e-6)

@@ -20,7 +20,8 @@ def test_every_bundled_study_validates():
 
 
 def test_unknown_keys_and_bad_values_are_named_with_the_valid_ones(tmp_path):
-    with pytest.raises(StudyError, match=r"unknown key\(s\) \['spek'\] in \[model\].*valid keys: \['compatibility_mode', 'spec'\]"):
+    with pytest.raises(StudyError, match=r"unknown key\(s\) \['spek'\] in \[model\].*Did you mean 'spec'\? "
+                                         r"valid keys: \['batch_size', 'compatibility_mode', 'device', 'spec'\]"):
         resolve({"study": {"kind": "concept_sweep"}, "model": {"spek": "gpt2"}})
     with pytest.raises(StudyError, match=r"unknown section\(s\) \['modle'\].*valid sections"):
         resolve({"study": {"kind": "compare"}, "modle": {}})

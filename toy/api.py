@@ -93,7 +93,11 @@ def setting_names() -> list[str]:
 
 def get_setting(name: str) -> Setting:
     if name not in _SETTING_MODULES:
-        raise ConfigError(f"unknown toy setting {name!r}; valid settings: {setting_names()}")
+        import difflib
+
+        close = difflib.get_close_matches(str(name), list(_SETTING_MODULES), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown toy setting {name!r};{hint} valid settings: {setting_names()}")
     return importlib.import_module(_SETTING_MODULES[name]).SETTING
 
 

@@ -91,7 +91,10 @@ def apply_overrides(cfg: Any, items: Iterable[str] | dict[str, Any]) -> Any:
     changes: dict[str, Any] = {}
     for k, v in raw.items():
         if k not in types:
-            close = [n for n in types if k.lower() in n.lower() or n.lower() in k.lower()]
+            import difflib
+
+            close = difflib.get_close_matches(k, list(types), n=2, cutoff=0.6) or [
+                n for n in types if min(len(n), len(k)) >= 3 and (k.lower() in n.lower() or n.lower() in k.lower())]
             hint = f" Did you mean {close}?" if close else ""
             raise ConfigError(
                 f"unknown config key {k!r} for {type(cfg).__name__}.{hint} Valid keys: {sorted(types)}"
@@ -132,10 +135,41 @@ def check_float(name: str, value: Any, lo: float | None = None, hi: float | None
     _check_range(name, value, lo, hi, lo_open, hi_open)
 
 
+class ChoiceError(ConfigError):
+    """A value outside a choice knob's choices (`name`, `choices` name them)."""
+
+    def __init__(self, message: str, name: str, choices: list):
+        super().__init__(message)
+        self.name, self.choices = name, choices
+
+
 def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     if value not in choices:
-        raise ConfigError(f"{name}={value!r}: must be one of {choices}")
+        import difflib
+
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ChoiceError(f"{name}={value!r}: must be one of {choices}.{hint}", name, choices)
+
+
+def knob_choices(cfg: Any) -> dict[str, list]:
+    """{knob: its choices} for every string knob that `validate()` checks with `check_choice`
+    (found by validating a copy with an impossible value, so the choices stay defined once)."""
+    out: dict[str, list] = {}
+    if not hasattr(cfg, "validate"):
+        return out
+    for f in dataclasses.fields(cfg):
+        if not isinstance(getattr(cfg, f.name), str):
+            continue
+        try:
+            dataclasses.replace(cfg, **{f.name: "\0not-a-choice"}).validate()
+        except ChoiceError as e:
+            if e.name == f.name:
+                out[f.name] = list(e.choices)
+        except Exception:  # noqa: BLE001  (another check failed first: not a choice knob)
+            pass
+    return out
 
 
 def _check_range(name, value, lo, hi, lo_open=False, hi_open=False) -> None:

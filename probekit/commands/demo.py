@@ -24,31 +24,31 @@ def add_parser(sub) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", default="gpt2", help="model to compare with: gpt2-style name or path:DIR (default: gpt2)")
-    p.add_argument("--toy", default=None, metavar="RUN_DIR", help="reuse a trained toy run instead of training one")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="toy config override, e.g. --set d=128 --set steps=1000 (see `probekit toy train --help`)")
-    p.add_argument("--quick", action="store_true",
-                   help="a reduced toy config and fewer prompts (a smoke test; the numbers are not meaningful)")
-    p.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from ..options import COMPARE
+
+    # The same options as `probekit compare` (probekit.options.COMPARE); --quick also trains a reduced toy.
+    COMPARE.add_arguments(p, defaults={"out": "runs/demo"})
     return p
 
 
 def run(args) -> int:
     from ..compare import run_comparison
+    from ..options import COMPARE, call_with_options
     from ..report import verdict_summary
+    from .compare import comparison_kwargs
 
-    if args.toy and args.overrides:
+    opts = COMPARE.from_args(args)
+    if opts["toy"] and opts["toy_overrides"]:
         from toy.config import ConfigError
 
         raise ConfigError("--set changes the toy config of a run to be trained; it cannot apply to --toy RUN_DIR "
                           "(drop --set, or drop --toy to train a new run)")
-    comp = run_comparison(toy_run=args.toy, model=args.model, out_dir=args.out, toy_overrides=args.overrides,
-                          toy_quick=args.quick, quick=args.quick, progress=not args.no_progress,
-                          model_required=False)
+    kw = comparison_kwargs(opts)
+    kw["toy_quick"] = opts["quick"]
+    comp = call_with_options(run_comparison, kw, COMPARE, toy_run=opts["toy"] or None, out_dir=opts["out"],
+                             progress=not opts["no_progress"], model_required=False)
     print(verdict_summary(comp))
-    print(f"\nreport: {args.out}/report.md (and report.html, comparison.json)")
+    print(f"\nreport: {opts['out']}/report.md (and report.html, comparison.json)")
     if comp["complete"]:
         return 0
     meta = comp["meta"]

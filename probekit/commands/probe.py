@@ -15,55 +15,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
                     "(one row per concept, layer and probe), DIR/<concept>_probes.png and the best probe per "
                     "concept (by selectivity) in DIR/probes/<concept>/. Exit 2 on bad input, before any work.",
     )
-    p.add_argument("--model", required=True, help="gpt2-style name, path:DIR (local checkpoint) or toy:RUN_DIR")
-    p.add_argument("--data", default="", metavar="CSV",
-                   help="word CSV (column 'word' + one column per concept axis; default the bundled data/words.csv). "
-                        "Toy runs make their own prompts: omit it")
-    p.add_argument("--concept", default="all", metavar="AXIS[,AXIS...]",
-                   help="concept axes (CSV columns or the toy's concepts, e.g. concept_0), comma-separated, or all")
-    p.add_argument("--layers", default="all",
-                   help="all (resid_pre 0 + every resid_post; toys: every hook), layer numbers '0,3,5' "
-                        "(resid_post), or hook names / patterns such as resid_mid or blocks.*.hook_attn_out")
-    p.add_argument("--probes", default="logistic,mass-mean,lda", help="comma list of logistic, mass-mean, lda")
-    p.add_argument("--template", action="append", default=None, metavar="TEXT",
-                   help="prompt template with {word} once (repeatable: several prompts per word); "
-                        "default 'Here is a word: {word}'")
-    p.add_argument("--position", default="",
-                   help="position selector (default: word = last token of the word; toys: last = the query)")
-    p.add_argument("--folds", type=int, default=5, help="grouped folds (default 5)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="repeat the grouped k-fold split with new seeds and average (default 3; less split noise)")
-    p.add_argument("--controls", type=int, default=3,
-                   help="independent control tasks whose accuracies are averaged (default 3)")
-    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic probe (default 1)")
-    p.add_argument("--n-prompts", type=int, default=2000, help="toy runs: prompts drawn from the generator")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--compatibility-mode", action="store_true",
-                   help="TransformerLens compatibility mode (folded LayerNorm, centred weights) instead of raw weights")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier probe results in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from ..options import PROBE
+
+    PROBE.add_arguments(p, required=("model", "out"))
     return p
 
 
 def run(args) -> int:
-    from ..errors import DataError
+    from ..options import PROBE, call_with_options
     from ..probe_study import run_probe_study
 
-    for name in ("folds", "repeats", "controls", "n_prompts", "batch_size"):
-        v = getattr(args, name)
-        if v < (2 if name == "folds" else 1):
-            raise DataError(f"--{name.replace('_', '-')} {v}: must be >= {2 if name == 'folds' else 1}")
-    if not args.C > 0:
-        raise DataError(f"--C {args.C}: must be > 0")
-    res = run_probe_study(
-        args.model, args.out, data=args.data or None, concepts=args.concept, layers=args.layers,
-        probes=args.probes, templates=args.template, position=args.position or None, n_folds=args.folds,
-        n_repeats=args.repeats, n_controls=args.controls, seed=args.seed, n_prompts=args.n_prompts,
-        batch_size=args.batch_size, C=args.C, compatibility_mode=args.compatibility_mode, device=args.device,
-        overwrite=args.overwrite, progress=not args.no_progress)
+    opts = PROBE.from_args(args)
+    res = call_with_options(run_probe_study, {k: v for k, v in opts.items() if k not in ("no_progress",)},
+                            PROBE, progress=not opts["no_progress"])
     print(f"wrote {res['out']}/results.json ({len(res['rows'])} rows)")
     for c, b in res["best"].items():
         tc = "" if b.get("truth_cosine") is None else f", truth cosine {b['truth_cosine']:.3f}"

@@ -48,13 +48,18 @@ def _fmt(v) -> str:
 
 
 def describe_config(setting) -> str:
+    from toy.config import knob_choices
+
     cls = setting.config_cls
     default = cls()
     notes = cls.knob_help() if hasattr(cls, "knob_help") else {}
+    choices = knob_choices(default)
     lines = [f"knobs of toy setting {setting.name!r} ({cls.__name__}); set with --set KEY=VALUE:"]
     for f in dataclasses.fields(cls):
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         note = notes.get(f.name, "")
+        if f.name in choices:
+            note = (note + "; " if note else "") + "choices: " + ", ".join(map(str, choices[f.name]))
         lines.append(f"  {f.name:<20} {typ:<15} default {getattr(default, f.name)!r:<20} {note}".rstrip())
     return "\n".join(lines)
 
