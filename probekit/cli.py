@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "toy": "probekit.commands.toy",
     "probe": "probekit.commands.probe",
+    "extract": "probekit.commands.extract",
     "icl": "probekit.commands.icl",
     "compare": "probekit.commands.compare",
     "run": "probekit.commands.run",

@@ -437,3 +437,8 @@ def best_layer(rows: list[dict], by: str = "selectivity", probe: str | None = No
         if key(r) > key(best):
             best = r
     return best
+
+
+def auroc(y, scores, k) -> float:
+    """AUROC as layer sweeps compute it (binary scores, or one-vs-rest macro for k > 2; NaN when a class is absent)."""
+    return _auroc(y, scores, k)

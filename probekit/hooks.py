@@ -54,8 +54,10 @@ _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
 
 def _hook_dict(model: Any) -> dict[str, Any]:
-    model = getattr(model, "model", model)  # LoadedModel or the module itself
     hd = getattr(model, "hook_dict", None)
+    if hd is None:  # a LoadedModel (a bridge itself may have a `.model` submodule, e.g. Llama's: not that)
+        model = getattr(model, "model", model)
+        hd = getattr(model, "hook_dict", None)
     if hd is None:
         raise HookError(f"{type(model).__name__} has no hook_dict: it is not a TransformerLens HookedRootModule")
     return dict(hd)

@@ -93,6 +93,8 @@ class LoadedModel:
                "n_layers": int(self.n_layers), "d_model": int(self.d_model), "n_heads": int(self.n_heads)}
         if self.kind == "toy" and self.toy_run is not None:
             out["setting"] = getattr(self.toy_run, "setting", None)
+        if self.kind == "transformer":
+            out["dtype"] = str(self.extra.get("dtype", "float32"))   # the weights' dtype (stores keep float32)
         return out
 
 
@@ -142,32 +144,11 @@ def parse_model_spec(spec: Any) -> ModelSpec:
 
 
 def check_device(device: Any) -> str:
-    """Validate a torch device string before any model is loaded (ModelLoadError naming the fix)."""
-    import torch
+    """Validate a single-device string before any model is loaded (the one check:
+    probekit.distributed.check_placement); returns the device to use ("auto" resolved)."""
+    from .distributed import check_placement
 
-    text = str(device).strip() if device is not None else "cpu"
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise ModelLoadError(f"--device {text!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA support (CPU-only wheel)" if torch.version.cuda is None else \
-                "no CUDA GPU is visible"
-            raise ModelLoadError(f"--device {text}: {why}; use --device cpu (or install a CUDA build of torch on "
-                                 "a machine with a GPU)")
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            raise ModelLoadError(f"--device {text}: only {n} CUDA device(s) (cuda:0..cuda:{n - 1}) are visible; "
-                                 "pick one of them")
-    elif dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ModelLoadError(f"--device {text}: MPS is not available here; use --device cpu")
-    elif dev.type != "cpu":
-        raise ModelLoadError(f"--device {text!r}: probekit runs on cpu or cuda devices; use cpu, cuda or cuda:N")
-    return text
+    return check_placement(device=device)["device"]
 
 
 def _offline() -> bool:
@@ -206,7 +187,30 @@ def _bridge_model(bridge: Any, model_id: str, tokenizer: Any, processing: dict, 
                        tokenizer=tokenizer, toy_run=None, extra=extra)
 
 
-def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
+def _check_architecture(path: Path) -> None:
+    """A clear error for a checkpoint whose architecture TransformerBridge has no adapter for."""
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"path:{path}: config.json could not be read ({e}); re-save the checkpoint") from e
+    archs = cfg.get("architectures") or []
+    if not archs:
+        return                       # the bridge decides from model_type
+    from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+
+    if not any(a in SUPPORTED_ARCHITECTURES for a in archs):
+        known = [a for a in ("GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM", "MistralForCausalLM",
+                             "Qwen2ForCausalLM", "GemmaForCausalLM", "OPTForCausalLM") if a in SUPPORTED_ARCHITECTURES]
+        raise ModelLoadError(
+            f"path:{path}: architecture {archs} (model_type {cfg.get('model_type')!r}) is not supported by "
+            f"TransformerLens's TransformerBridge, so probekit cannot hook it. Supported include {', '.join(known)} "
+            f"({len(SUPPORTED_ARCHITECTURES)} in all: transformer_lens.factories.architecture_adapter_factory."
+            "SUPPORTED_ARCHITECTURES). Use a checkpoint of a supported architecture")
+
+
+def _load_dir(path: Path, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
     path = path.expanduser().resolve()
     if not path.is_dir():
         if path.exists():
@@ -219,6 +223,7 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
             raise ModelLoadError(f"path:{path} is a toy run, not a transformer checkpoint; pass toy:{path}")
         raise ModelLoadError(f"path:{path}: no config.json in the folder; it does not look like a "
                              "`save_pretrained` checkpoint (for a toy run use toy:{path})")
+    _check_architecture(path)
     from transformers import AutoTokenizer
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -240,13 +245,13 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool) -> LoadedModel:
             raise ModelLoadError(f"path:{path}: the folder has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
                                  "save the tokenizer there with `tokenizer.save_pretrained(dir)`")
     try:
-        bridge = TransformerBridge.boot_transformers(str(path), device=device, tokenizer=tok)
+        bridge = TransformerBridge.boot_transformers(str(path), tokenizer=tok, **_boot_kwargs(device, boot))
     except Exception as e:
         raise ModelLoadError(f"path:{path}: TransformerBridge.boot_transformers could not load the checkpoint "
                              f"({type(e).__name__}: {e}). The folder must hold a TransformerLens-supported "
                              "architecture saved with `save_pretrained`") from e
     processing = _finish_bridge(bridge, compatibility_mode)
-    return _bridge_model(bridge, f"path:{path}", tok, processing, extra)
+    return _bridge_model(bridge, f"path:{path}", tok, processing, dict(extra, **_placement_extra(bridge, boot)))
 
 
 def fix_command(model: str) -> str:
@@ -255,7 +260,31 @@ def fix_command(model: str) -> str:
             f"TransformerBridge.boot_transformers('{model}')\"")
 
 
-def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
+def _boot_kwargs(device: str, boot: dict | None) -> dict:
+    """boot_transformers placement kwargs: one device, or a device map (accelerate) with dtype."""
+    import torch
+
+    boot = boot or {}
+    kw: dict[str, Any] = {"dtype": boot.get("torch_dtype", torch.float32)}
+    if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
+        # accelerate dispatch: boot_transformers takes device_map / n_devices / max_memory instead of device
+        kw.update({k: boot[k] for k in ("device_map", "n_devices", "max_memory") if boot.get(k) is not None})
+    else:
+        kw["device"] = device
+    return kw
+
+
+def _placement_extra(bridge: Any, boot: dict | None) -> dict:
+    boot = boot or {}
+    out: dict[str, Any] = {"dtype": str(boot.get("dtype", "float32")),
+                           "devices": sorted({str(p.device) for p in bridge.parameters()})}   # where the weights are
+    if boot.get("device_map") or (boot.get("n_devices") or 1) > 1:
+        out["device_map"] = boot.get("device_map") or "balanced"
+        out["n_devices"] = int(getattr(bridge.cfg, "n_devices", 1) or 1)
+    return out
+
+
+def _load_hub(name: str, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
     if Path(name).exists():
         # transformers' from_pretrained prefers a local path of the same name over the hub: refuse rather than
         # silently load whatever folder happens to sit in the working directory
@@ -269,7 +298,7 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
-        bridge = TransformerBridge.boot_transformers(name, device=device)
+        bridge = TransformerBridge.boot_transformers(name, **_boot_kwargs(device, boot))
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         # huggingface_hub's offline / connection / not-found errors are OSError subclasses
         mode = "HF_HUB_OFFLINE is set" if _offline() else "no network or the Hub refused"
@@ -282,7 +311,8 @@ def _load_hub(name: str, device: str, compatibility_mode: bool) -> LoadedModel:
             f"network. Random weights are never used in place of pretrained ones."
         ) from e
     processing = _finish_bridge(bridge, compatibility_mode)
-    return _bridge_model(bridge, name, bridge.tokenizer, processing, {"source": "huggingface"})
+    return _bridge_model(bridge, name, bridge.tokenizer, processing,
+                         dict({"source": "huggingface"}, **_placement_extra(bridge, boot)))
 
 
 def _toy_dims(run: Any, model: Any, n_layers: int) -> tuple[int, int]:
@@ -331,8 +361,15 @@ def _load_toy(path: str) -> LoadedModel:
     return toy_loaded_model(run, f"toy:{p}")
 
 
-def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False) -> LoadedModel:
+def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False, dtype: str = "float32",
+               device_map: str | None = None, n_devices: int | None = None, max_memory: Any = None) -> LoadedModel:
     """Load `spec` (a hub name such as ``gpt2``, ``path:DIR`` or ``toy:RUN_DIR``; see parse_model_spec).
+
+    `dtype` (float32 | bfloat16 | float16), `device_map` (auto | balanced), `n_devices` and
+    `max_memory` ({device: budget} or "0=20GiB,1=20GiB") are passed to
+    ``TransformerBridge.boot_transformers`` (accelerate places the layers); they are checked first
+    (:func:`probekit.distributed.check_placement`) and recorded (``identity()["dtype"]``,
+    ``extra["device_map"]``). Extracted activations are float32 whatever the weights' dtype.
 
     `compatibility_mode=True` applies HookedTransformer-style weight processing (fold LayerNorm,
     centre writing weights and unembedding) via ``bridge.enable_compatibility_mode()``; it is
@@ -340,11 +377,18 @@ def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = Fal
     Raises ModelLoadError with what was tried and how to fix it.
     """
     ms = parse_model_spec(spec)
-    device = check_device(device)
+    from .distributed import check_placement
+
+    boot = check_placement(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
+                           max_memory=max_memory)
+    device = boot["device"]
+    if ms.is_toy and (boot["dtype"] != "float32" or boot.get("device_map") or (boot.get("n_devices") or 1) > 1):
+        raise ModelLoadError("--dtype / --device-map / --n-devices apply to transformer checkpoints, not toy runs; "
+                             "drop them for toy models")
     if ms.kind == "toy":
         if compatibility_mode:
             raise ModelLoadError("compatibility_mode applies to transformer checkpoints, not toy runs; drop it")
         return _load_toy(ms.target)
     if ms.kind == "path":
-        return _load_dir(Path(ms.target), device, compatibility_mode)
-    return _load_hub(ms.target, device, compatibility_mode)
+        return _load_dir(Path(ms.target), device, compatibility_mode, boot)
+    return _load_hub(ms.target, device, compatibility_mode, boot)

@@ -276,6 +276,11 @@ PROBE_OPTIONS = (
     Option("n_prompts", 2000, "toy runs: prompts drawn from the run's generator", kind="int", lo=1, section="data",
            aliases=("--n",)),
     SEED, BATCH, DEVICE, COMPAT, OVERWRITE, _out(""), NO_PROGRESS,
+    Option("store", "", "fit from an activation store written by `probekit extract` (one hook in memory at a time; "
+           "labels and groups from its rows.json) instead of extracting; --model is then optional and checked "
+           "against the store's model", toml=False, metavar="DIR"),
+    Option("group_by", "", "with --store: the rows.json column that groups the folds ('' = the store's group column)",
+           toml=False, metavar="COLUMN"),
 )
 
 ICL_OPTIONS = (
@@ -549,9 +554,54 @@ def call_with_options(fn: Callable, values: dict[str, Any], study: Study, **fixe
     return fn(**kwargs)
 
 
+def _check_device_map(v: str) -> None:
+    if v not in ("", "auto", "balanced"):
+        raise OptionError(f"--device-map {v!r}: use 'auto' or 'balanced' (accelerate places the layers)"
+                          f"{did_you_mean(v, ('auto', 'balanced'))}")
+
+
+def _check_dtype(v: str) -> None:
+    if v not in DTYPES:
+        raise OptionError(f"unknown dtype {v!r}; use one of {', '.join(DTYPES)} (e.g. --dtype bfloat16)"
+                          f"{did_you_mean(v, DTYPES)}")
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+# `probekit extract` / [study] kind = "extract" / probekit.extract_study.run_extract
+EXTRACT_OPTIONS = (
+    MODEL, WORDS,
+    Option("prompts", "", 'JSON-lines prompts file: {"text": "...", other keys = metadata} or '
+           '{"segments": [[name, text], ...]} per line (instead of a word CSV)', section="data", metavar="FILE.jsonl"),
+    replace(AXES, help="word CSV: keep words labelled on these axes, comma-separated; all / [] = every axis"),
+    Option("templates", [], "word CSV: template with {word} once (repeatable); none = 'Here is a word: {word}'",
+           kind="list", section="data", flag="--template", repeatable=True, metavar="TEXT", check=_check_templates),
+    Option("hooks", "all", "as probekit probe --layers: all (resid_pre 0 + every resid_post), layer numbers, or hook "
+           "names / patterns (resid_post, pattern:3, blocks.*.hook_attn_out)", section="extract"),
+    Option("position", "", "position rule ('' = word for a word CSV, last for a prompts file)",
+           choices=POSITION_SELECTORS, open_choices=True, section="extract", check=_check_position),
+    Option("shard_size", 2048, "prompts per shard (the unit of work of data-parallel ranks)", kind="int", lo=1,
+           section="extract"),
+    BATCH,
+    Option("device", "cpu", "cpu, cuda or cuda:N (under torchrun with CUDA: cuda:LOCAL_RANK per rank)",
+           section="model"),
+    Option("dtype", "float32", "the weights' dtype (stored activations are float32; the dtype is recorded)",
+           section="model", check=_check_dtype),
+    Option("device_map", "", "auto or balanced: accelerate spreads the layers over the devices (model parallel)",
+           section="model", check=_check_device_map),
+    Option("n_devices", 0, "split the model over this many GPUs (0 = one device)", kind="int", lo=0, section="model"),
+    Option("max_memory", "", "per-device budget with --device-map, e.g. 0=20GiB,1=20GiB,cpu=64GiB", section="model",
+           metavar="DEV=SIZE,..."),
+    COMPAT,
+    Option("dist_timeout", 1440.0, "torch.distributed collective timeout in minutes (the final barrier waits for "
+           "the slowest rank)", kind="float", lo=0, lo_open=True, section="extract", metavar="MINUTES"),
+    _out(""), NO_PROGRESS,
+)
+
 PROBE = Study("probe", PROBE_OPTIONS, "probekit probe / [study] kind = \"concept_sweep\" / run_probe_study")
 ICL = Study("icl", ICL_OPTIONS, "probekit icl / icl_curve")
 COMPARE = Study("compare", COMPARE_OPTIONS, "probekit compare / probekit demo / [study] kind = \"compare\" / "
                 "run_comparison")
 ATTENTION = Study("attention_heads", ATTENTION_OPTIONS, "[study] kind = \"attention_heads\"")
-STUDIES = {"probe": PROBE, "icl": ICL, "compare": COMPARE, "attention_heads": ATTENTION}
+EXTRACT = Study("extract", EXTRACT_OPTIONS, "probekit extract / [study] kind = \"extract\" / run_extract")
+STUDIES = {"extract": EXTRACT, "probe": PROBE, "icl": ICL, "compare": COMPARE, "attention_heads": ATTENTION}

@@ -380,3 +380,9 @@ def _study(model, lm, tmp: Path, *, ds, word_inputs, data, concepts, concept_lis
     }
     atomic_write_json(safe_join(tmp, "results.json"), results)
     return results
+
+
+# Public names for `probekit extract` / `probekit probe --store` (probekit.extract_study,
+# probekit.store_probe): the same prompts, output checks and figures as the in-memory study.
+word_inputs = _word_inputs
+plot_concept = _plot_concept

@@ -93,60 +93,111 @@ def _shard_ok(path: Path, names: Sequence[str], rows: int | None = None) -> bool
         return False
 
 
+def open_store(store_dir: Any, request: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of `store_dir` for `request` (checked against an existing one, or written new)."""
+    from toy.runio import atomic_write_json, library_versions
+
+    store_dir = Path(store_dir)
+    if int(request.get("shard_size", 0)) < 1:
+        raise DataError(f"shard_size must be >= 1, got {request.get('shard_size')}")
+    request = json.loads(json.dumps(dict(request, format=FORMAT)))  # normalise tuples etc. as JSON would
+    if (store_dir / MANIFEST).is_file():
+        old = read_store_manifest(store_dir)
+        _check_match(store_dir, old, request)
+        return old
+    if store_dir.exists() and any(store_dir.iterdir()):
+        raise DataError(f"{store_dir} is not empty and holds no {MANIFEST}; choose an empty or new store_dir")
+    manifest = dict(request, versions=library_versions(), complete=False, shapes={})
+    atomic_write_json(store_dir / MANIFEST, manifest)
+    return manifest
+
+
+def pending_shards(store_dir: Any, manifest: dict[str, Any], names: Sequence[str]) -> list[tuple[int, int, int]]:
+    """``(shard index, lo, hi)`` of every shard not yet on disk (whole, holding `names` with the right rows)."""
+    n, size = int(manifest["n"]), int(manifest["shard_size"])
+    out = []
+    for i in range((n + size - 1) // size):
+        if not _shard_ok(shard_path(Path(store_dir), i), names, _shard_rows(n, size, i)):
+            out.append((i, i * size, min(n, (i + 1) * size)))
+    return out
+
+
+def write_shard(store_dir: Any, i: int, lo: int, hi: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write shard `i` (prompts [lo, hi)) atomically."""
+    from toy.runio import save_tensors
+
+    save_tensors(shard_path(Path(store_dir), i), {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()},
+                 metadata={"lo": str(lo), "hi": str(hi)})
+
+
+def mark_complete(store_dir: Any, manifest: dict[str, Any], shapes: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """Set ``complete: true`` (and the shapes, and each shard's rows and sha256, verified by load_store) in the
+    manifest once every shard exists."""
+    from toy.runio import atomic_write_json, sha256_file
+
+    if not manifest.get("complete"):
+        n, size = int(manifest["n"]), int(manifest["shard_size"])
+        shards = {shard_path(Path(store_dir), i).name: {"rows": _shard_rows(n, size, i),
+                                                        "sha256": sha256_file(shard_path(Path(store_dir), i))}
+                  for i in range((n + size - 1) // size)}
+        manifest = dict(manifest, complete=True, shapes={k: list(v) for k, v in shapes.items()}, shards=shards)
+        atomic_write_json(Path(store_dir) / MANIFEST, manifest)
+    return manifest
+
+
+def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> dict[str, Any]:
+    """The manifest fields that identify an extraction request (compared by :func:`open_store`)."""
+    return {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
+            "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos}
+
+
+def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]], *,
+               batch_size: int, fwd_hooks: Any = None, check_finite: bool = True, bar: Any = None,
+               on_shard: Any = None) -> None:
+    """Compute and write each ``(i, lo, hi)`` of `shards` (the one shard loop: single-process and
+    :mod:`probekit.distributed` ranks both use it). `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi,
+    seconds)` is called after each shard is on disk."""
+    import time
+
+    from .extract import iter_batches, run_batch
+
+    key_len = int(prep.lengths.max())
+    for i, lo, hi in shards:
+        t0 = time.perf_counter()
+        part: dict[str, np.ndarray] = {}
+        for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
+            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
+            for name, t in got.items():
+                a = t.cpu().numpy()
+                if name not in part:
+                    part[name] = np.full((hi - lo,) + a.shape[1:], np.nan, dtype=np.float32)   # a gap stays NaN
+                part[name][info.index - lo] = a
+            if bar is not None:
+                bar.update(len(info.index))
+        write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
+        if on_shard is not None:
+            on_shard(i, lo, hi, time.perf_counter() - t0)
+
+
 def extract_to_store(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, *, batch_size: int,
                      shard_size: int, progress: bool, fwd_hooks: Any, check_finite: bool):
     """Run extraction shard by shard into `store_dir` (skipping shards already there); return Activations."""
     from tqdm.auto import tqdm
-    from toy.runio import atomic_write_json, library_versions, save_tensors
 
-    from .extract import _scatter, activation_meta, iter_batches, run_batch
+    from .extract import activation_meta
 
-    if shard_size < 1:
-        raise DataError(f"shard_size must be >= 1, got {shard_size}")
-    store_dir = Path(store_dir)
-    request = {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
-               "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size),
-               "prepend_bos": prep.prepend_bos}
-    request = json.loads(json.dumps(request))  # normalise tuples etc. as JSON would
-    if (store_dir / MANIFEST).is_file():
-        old = read_store_manifest(store_dir)
-        _check_match(store_dir, old, request)
-        manifest = old
-    else:
-        if store_dir.exists() and any(store_dir.iterdir()):
-            raise DataError(f"{store_dir} is not empty and holds no {MANIFEST}; choose an empty or new store_dir")
-        manifest = dict(request, versions=library_versions(), complete=False, shapes={})
-        atomic_write_json(store_dir / MANIFEST, manifest)
-    n_shards = (prep.n + shard_size - 1) // shard_size
-    key_len = int(prep.lengths.max())
-    done = [i for i in range(n_shards)
-            if _shard_ok(shard_path(store_dir, i), names, _shard_rows(prep.n, shard_size, i))]
+    # check_finite=False (NaN/inf allowed on purpose) is recorded, so load_store does not refuse those values
+    manifest = open_store(store_dir, dict(store_request(lm, prep, names, shard_size), finite=bool(check_finite)))
+    todo = pending_shards(store_dir, manifest, names)
     bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
-               initial=sum(min(shard_size, prep.n - i * shard_size) for i in done))
+               initial=prep.n - sum(hi - lo for _, lo, hi in todo))
     try:
-        for i in range(n_shards):
-            if i in done:
-                continue
-            lo, hi = i * shard_size, min(prep.n, (i + 1) * shard_size)
-            part: dict[str, np.ndarray] = {}
-            for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
-                got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
-                _scatter(part, got, info.index - lo, hi - lo)
-                bar.update(len(info.index))
-            save_tensors(shard_path(store_dir, i), {k: torch.from_numpy(part[k]) for k in names},
-                         metadata={"lo": str(lo), "hi": str(hi)})
+        run_shards(lm, prep, names, store_dir, todo, batch_size=batch_size, fwd_hooks=fwd_hooks,
+                   check_finite=check_finite, bar=bar)
     finally:
         bar.close()
     acts = load_store(store_dir, _manifest=manifest, _names=names)
-    if not manifest.get("complete"):
-        from toy.runio import sha256_file
-
-        shards = {shard_path(store_dir, i).name: {"rows": _shard_rows(prep.n, shard_size, i),
-                                                  "sha256": sha256_file(shard_path(store_dir, i))}
-                  for i in range(n_shards)}
-        manifest = dict(manifest, complete=True, shapes={k: list(v.shape) for k, v in acts.acts.items()},
-                        shards=shards)
-        atomic_write_json(store_dir / MANIFEST, manifest)
+    mark_complete(store_dir, manifest, {k: v.shape for k, v in acts.acts.items()})
     acts.meta = activation_meta(lm, prep, names, {k: v.shape for k, v in acts.acts.items()})
     acts.meta["store_dir"] = str(store_dir)
     return acts
@@ -156,8 +207,8 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
     """Read a complete store back as :class:`~probekit.extract.Activations` (no model needed).
 
     Every shard is verified before use: present, readable, holding every hook with the expected number
-    of rows and the same trailing shape, finite float values, and (for stores completed by this version)
-    the sha256 recorded in the manifest. A failure raises StoreDamagedError naming the shard and the fix;
+    of rows and the same trailing shape, finite float values (unless the store was written with
+    check_finite=False), and (for stores completed by this version) the sha256 recorded in the manifest. A failure raises StoreDamagedError naming the shard and the fix;
     rows are never taken from uninitialised memory."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -199,7 +250,7 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
             if parts[k] and a.shape[1:] != parts[k][0].shape[1:]:
                 raise StoreDamagedError(f"{p}: hook {k!r} has shape {list(a.shape[1:])} per prompt, earlier shards "
                                         f"have {list(parts[k][0].shape[1:])}; {_fix(store_dir)}")
-            if a.dtype.kind != "f" or not np.isfinite(a).all():
+            if a.dtype.kind != "f" or (m.get("finite", True) and not np.isfinite(a).all()):
                 raise StoreDamagedError(f"{p}: hook {k!r} holds NaN, infinite or non-float values; {_fix(store_dir)}")
             parts[k].append(a.astype(np.float32, copy=False))
     out = {k: (np.concatenate(v, axis=0) if v else np.zeros((0,), np.float32)) for k, v in parts.items()}
@@ -207,3 +258,44 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
     meta.update(versions=m.get("versions"), dtype="float32", store_dir=str(store_dir),
                 shapes={k: list(v.shape) for k, v in out.items()})
     return Activations(acts={k: out[k] for k in names}, meta=meta, positions=None)
+
+
+def iter_store_hook(store_dir: Any, hook: str, manifest: dict | None = None):
+    """Yield ``(lo, hi, array)`` shard by shard for one hook of a complete store (float32), reading only
+    that hook's tensor from each shard: a layer sweep over a store holds one shard of one hook at a time."""
+    from safetensors import SafetensorError, safe_open
+
+    store_dir = Path(store_dir)
+    m = manifest or read_store_manifest(store_dir)
+    if hook not in m["hooks"]:
+        raise DataError(f"activation store {store_dir} has no hook {hook!r}; it holds {m['hooks']}")
+    n, size = int(m["n"]), int(m["shard_size"])
+    for i in range((n + size - 1) // size):
+        p = shard_path(store_dir, i)
+        if not p.is_file():
+            raise DataError(f"activation store {store_dir} is incomplete: {p.name} is missing; run the same "
+                            "extraction again to finish it")
+        lo, hi = i * size, min(n, (i + 1) * size)
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                a = f.get_tensor(hook).numpy()
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise StoreDamagedError(f"{p} is damaged or lacks hook {hook!r} ({type(e).__name__}); "
+                                    f"{_fix(store_dir)}") from None
+        if a.ndim < 1 or a.shape[0] != hi - lo:
+            raise StoreDamagedError(f"activation store {store_dir}: {p.name} holds {a.shape[0] if a.ndim else 0} rows of "
+                                    f"{hook!r}, expected {hi - lo}; {_fix(store_dir)}")
+        if a.dtype.kind != "f" or (m.get("finite", True) and not np.isfinite(a).all()):
+            raise StoreDamagedError(f"{p}: hook {hook!r} holds NaN, infinite or non-float values; {_fix(store_dir)}")
+        yield lo, hi, a
+
+
+def load_store_hook(store_dir: Any, hook: str, manifest: dict | None = None) -> np.ndarray:
+    """One hook of a complete store as one float32 array [n, ...] (the other hooks are not read)."""
+    m = manifest or read_store_manifest(store_dir)
+    out = None
+    for lo, hi, a in iter_store_hook(store_dir, hook, m):
+        if out is None:
+            out = np.full((int(m["n"]),) + a.shape[1:], np.nan, dtype=np.float32)   # every row is then written
+        out[lo:hi] = a
+    return out

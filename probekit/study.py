@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import ProbekitError
-from .options import ATTENTION, COMPARE, PROBE, OptionError, Study, did_you_mean
+from .options import EXTRACT, ATTENTION, COMPARE, PROBE, OptionError, Study, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -185,6 +185,23 @@ STUDY_KINDS: dict[str, StudyKind] = {
         "toy-vs-model comparison: six linear-representation hypotheses, measured side by side, with a report",
         COMPARE, _run_compare),
 }
+
+
+def _run_extract(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    from .extract_study import run_extract
+    from .options import EXTRACT, call_with_options
+
+    opts = EXTRACT.from_toml(cfg)
+    res = call_with_options(run_extract, {k: v for k, v in opts.items() if k not in ("out", "no_progress")}, EXTRACT,
+                            out=out, progress=progress)
+    return {k: res[k] for k in ("store_dir", "n", "n_shards", "hooks", "n_pending_before", "world_size", "position")}
+
+
+# `probekit extract` as a study kind (run `probekit run FILE.toml` under torchrun for data parallel)
+STUDY_KINDS["extract"] = _kind(
+    "extract",
+    "activations of a model at some hooks and a position rule, for a word CSV or a JSON-lines prompts file, into a "
+    "resumable store folder (probekit.extract_study; data parallel under torchrun)", EXTRACT, _run_extract)
 
 
 def _type_name(v: Any) -> str:

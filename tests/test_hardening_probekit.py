@@ -4,7 +4,6 @@ stores validated, input gaps of CSVs and TOML studies. Each test names the defec
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +77,30 @@ def test_hostile_column_names_stay_inside_out(tiny_gpt2_dir, ds, tmp_path, capsy
     assert "several tokens" in err and "Xylqophbranz" in err
     tok = res["data"]["tokenization"]
     assert "Xylqophbranz" in tok["multi"] and "Xylqophbranz" in tok["wrongly_single"]
+
+
+def test_hostile_column_names_through_a_store(tiny_gpt2_dir, ds, tmp_path, capsys):
+    """The same for `probekit extract` + `probekit probe --store` (names come from the store's rows.json)."""
+    sub = ds.subset(labelled_on="number", single_token_only=True)
+    lab = sub.labels("number")
+    keep = [w for c in (0, 1) for w in [sub.words[i] for i in np.flatnonzero(lab == c)][:12]]
+    work = tmp_path / "work"
+    work.mkdir()
+    hostile = "../../up"
+    csv = work / "w.csv"
+    csv.write_text(f'word,"{hostile}"\n' + "".join(f"{w},{sub.class_of(w, 'number')}\n" for w in keep))
+    store, out = work / "store", work / "out"
+    assert main(["extract", "--model", f"path:{tiny_gpt2_dir}", "--data", str(csv), "--shard-size", "8",
+                 "--hooks", "resid_post", "--out", str(store), "--no-progress"]) == 0, capsys.readouterr().err
+    before = _tree(tmp_path)
+    rc, err = _err(capsys, ["probe", "--store", str(store), "--probes", "mass-mean", "--folds", "2", "--repeats", "1",
+                            "--controls", "1", "--out", str(out), "--no-progress"])
+    assert rc == 0, err
+    assert all(c.startswith("work/out") for c in _tree(tmp_path) - before)
+    res = json.loads((out / "results.json").read_text())
+    assert res["concepts"] == [hostile]
+    for rel in (res["figures"][hostile], res["artifacts"][hostile]):
+        assert out.resolve() in (out / rel).resolve().parents
 
 
 def test_concept_slug_and_safe_join():
@@ -192,13 +215,13 @@ def test_probe_out_checked_before_model_load(tiny_gpt2_dir, tmp_path, capsys, no
     small.write_text("word,animacy\ncat,living\ndog,living\nrock,object\nchair,object\ntable,object\n")
     rc, err = _err(capsys, base + ["--data", str(small), "--out", str(tmp_path / "o")])
     assert rc == 2 and "too few examples" in err
-    from probekit.errors import ModelLoadError
+    from probekit.errors import ProbekitError
     from probekit.models import check_device
 
     if not torch.cuda.is_available():                       # defect 19: a CPU-only torch and --device cuda
         rc, err = _err(capsys, base + ["--device", "cuda", "--out", str(tmp_path / "o")])
         assert rc == 2 and "--device cuda" in err and "--device cpu" in err and "CUDA" in err, err
-        with pytest.raises(ModelLoadError, match="cuda:7.*--device cpu"):
+        with pytest.raises(ProbekitError, match="cuda:7.*--device cpu"):
             check_device("cuda:7")
     rc, err = _err(capsys, base + ["--device", "cuda:7", "--out", str(tmp_path / "o")])
     assert rc == 2 and "--device" in err and "cuda:7" in err, err

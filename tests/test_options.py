@@ -170,7 +170,7 @@ def test_library_validation_matches_the_cli():
         PROBE.validate({"n_folds": 1})
     with pytest.raises(OptionError, match="unknown option 'n_fold'.*Did you mean 'n_folds'"):
         PROBE.validate({"n_fold": 3})
-    assert set(STUDIES) == {"probe", "icl", "compare", "attention_heads"}
+    assert set(STUDIES) == {"extract", "probe", "icl", "compare", "attention_heads"}
 
 
 def test_toy_help_config_lists_the_choices_of_every_choice_knob(capsys):

@@ -25,7 +25,7 @@ def test_unknown_keys_and_bad_values_are_named_with_the_valid_ones(tmp_path):
         resolve({"study": {"kind": "concept_sweep"}, "model": {"spek": "gpt2"}})
     with pytest.raises(StudyError, match=r"unknown section\(s\) \['modle'\].*valid sections"):
         resolve({"study": {"kind": "compare"}, "modle": {}})
-    with pytest.raises(StudyError, match=r"unknown study kind 'sweep'.*valid kinds: \['attention_heads', 'compare', 'concept_sweep'\]"):
+    with pytest.raises(StudyError, match=r"unknown study kind 'sweep'.*valid kinds: \['attention_heads', 'compare', 'concept_sweep', 'extract'\]"):
         resolve({"study": {"kind": "sweep"}})
     with pytest.raises(StudyError, match=r"\[data\] n_prompts = 'many': expected an integer"):
         resolve({"study": {"kind": "attention_heads"}, "data": {"n_prompts": "many"}})

@@ -5,7 +5,6 @@ Random streams (toy.runio.torch_stream(seed, purpose)): "dictionary", "init", "t
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
