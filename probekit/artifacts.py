@@ -1,9 +1,18 @@
 """Probe artifacts: a fitted probe plus everything needed to use it safely, as safetensors + JSON.
 
-    save_probe(probe, "probes/animacy", model_identity=lm.identity(), hook="blocks.6.hook_resid_post",
-               position="word", dataset_hash=sha)
-    probe = load_probe("probes/animacy", model=lm, hook="blocks.6.hook_resid_post")
-    probe.predict(acts)
+    acts = extract(lm, prompts, "resid_post:6", position="word")
+    probe = LogisticProbe().fit(acts["resid_post", 6], y)
+    save_probe(probe, "probes/animacy", acts=acts)          # or probe.save("probes/animacy", acts=acts)
+    probe = load_probe("probes/animacy", model=lm)          # the folder, or its probe.json
+    probe.predict(new_acts[probe.hook])
+
+With `acts=` the model identity, hook (the only hook of `acts`, or `hook=` to pick one), position and
+data hash come from the activations; without it pass `model_identity`, `hook`, `position` and
+`dataset_hash` yourself. The identity includes a fingerprint of the weights (`weights_sha256`), so the
+probe matches the same weights however they are loaded (``gpt2``, ``openai-community/gpt2`` or
+``path:DIR`` anywhere on disk); without fingerprints the model ids are compared, aliases resolved.
+The bridge's canonical hook name is recorded beside the legacy one (`hook_canonical`) and either
+name is accepted by `load_probe(..., hook=...)`.
 
 An artifact is a directory with
     probe.safetensors   coef [k', d], intercept [k'], direction [d] or [k, d] (float64)
@@ -33,12 +42,14 @@ FORMAT = "probekit-probe"
 FORMAT_VERSION = 1
 TENSORS = "probe.safetensors"
 META = "probe.json"
-# identity fields compared on load (when both sides have them)
+# identity fields compared on load (when both sides have them); with weight fingerprints on both
+# sides the fingerprint replaces model_id (the same weights under another name or folder match)
 IDENTITY_KEYS = ("model_id", "kind", "processing", "n_layers", "d_model")
 # scalar fitted attributes a probe may carry besides coef_/intercept_/direction_/classes_ (whitelist:
 # load_probe never sets any other attribute from a file)
 FITTED_ATTRIBUTES = {"lda": ("shrinkage_",), "mass-mean": (), "logistic": ()}
 TENSOR_NAMES = ("coef", "direction", "intercept")
+FINGERPRINT_KEY = "weights_sha256"
 
 
 def dataset_hash(*arrays_or_text) -> str:
@@ -72,12 +83,53 @@ def is_probe_dir(path) -> bool:
     return (p / META).is_file() and (p / TENSORS).is_file()
 
 
-def save_probe(probe, path, *, model_identity: dict, hook: str, position: str, dataset_hash: str,
+def _from_acts(acts, probe, hook):
+    """(identity, hook, canonical hook, position, data hash) from an Activations."""
+    names = list(getattr(acts, "acts", {}) or {})
+    if not names or not isinstance(getattr(acts, "meta", None), dict):
+        raise DataError("save_probe(acts=...) takes the Activations the probe was trained on (from extract)")
+    if hook is None:
+        if len(names) > 1:
+            width = getattr(probe, "n_features_in_", None)
+            raise DataError(f"the activations hold {len(names)} hooks; say which one the probe was trained on, "
+                            f"e.g. save_probe(probe, path, acts=acts, hook={names[0]!r})"
+                            + (f" (hooks of width {width}: {[h for h in names if acts.acts[h].shape[-1] == width][:6]})"
+                               if width else ""))
+        hook = names[0]
+    else:
+        hook = acts.resolve(hook) if hasattr(acts, "resolve") else hook
+    X = acts.acts.get(hook)
+    if X is None:
+        raise DataError(f"hook {hook!r} is not in the activations; they hold {names}")
+    width = getattr(probe, "n_features_in_", None)
+    if width is not None and X.shape[-1] != width:
+        raise DataError(f"the probe has width {width} but {hook!r} activations have width {X.shape[-1]}: it was "
+                        "not trained on these activations")
+    meta = acts.meta
+    canon = (meta.get("canonical_hooks") or {}).get(hook)
+    return (meta.get("model") or {}, hook, canon, meta.get("position"), meta.get("data_hash"))
+
+
+def save_probe(probe, path, acts=None, *, model_identity: dict | None = None, hook: str | None = None,
+               position: str | None = None, dataset_hash: str | None = None, hook_canonical: str | None = None,
                extra: dict | None = None, overwrite: bool = True) -> Path:
     """Write a fitted probe to directory `path` atomically. Returns the path.
 
+    acts   the Activations the probe was trained on: identity, hook, position and data hash are
+           taken from them (give `hook=` when they hold several hooks); explicit keywords win.
     An existing probe artifact at `path` is replaced (unless overwrite=False); a non-empty directory
     that is not a probe artifact is refused."""
+    if acts is not None:
+        if not hasattr(probe, "coef_"):
+            raise DataError("the probe is not fitted: call probe.fit(X, y) before save_probe")
+        a_ident, a_hook, a_canon, a_pos, a_hash = _from_acts(acts, probe, hook)
+        model_identity = model_identity if model_identity is not None else a_ident
+        hook, position = a_hook, position if position is not None else a_pos
+        dataset_hash = dataset_hash if dataset_hash is not None else a_hash
+        hook_canonical = hook_canonical or a_canon
+    if model_identity is None or position is None or dataset_hash is None:
+        raise DataError("save_probe needs the activations (acts=...) or all of model_identity=, hook=, position= "
+                        "and dataset_hash=")
     from safetensors.numpy import save
 
     from toy.runio import AtomicOutput, RunError, atomic_write_bytes, library_versions, to_jsonable
@@ -102,7 +154,7 @@ def save_probe(probe, path, *, model_identity: dict, hook: str, position: str, d
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "probe": name, "params": to_jsonable(probe.get_params()), "fitted": fitted,
         "classes": classes, "n_features_in": int(probe.n_features_in_),
-        "model": ident, "hook": hook, "position": position,
+        "model": ident, "hook": hook, "hook_canonical": hook_canonical or hook, "position": position,
         "processing": ident.get("processing"), "dataset_hash": dataset_hash,
         "versions": library_versions(), "extra": to_jsonable(extra or {}),
     }
@@ -121,8 +173,16 @@ def save_probe(probe, path, *, model_identity: dict, hook: str, position: str, d
     return target
 
 
-def read_probe_meta(path) -> dict[str, Any]:
+def probe_dir(path) -> Path:
+    """The artifact folder for `path` (the folder itself, or its probe.json / probe.safetensors)."""
     p = Path(path)
+    if p.name in (META, TENSORS) and p.is_file():
+        return p.parent
+    return p
+
+
+def read_probe_meta(path) -> dict[str, Any]:
+    p = probe_dir(path)
     if not is_probe_dir(p):
         raise DataError(f"no probe artifact at {p}: expected {META} and {TENSORS} (written by save_probe / `probekit probe`)")
     try:
@@ -140,7 +200,7 @@ def read_probe_meta(path) -> dict[str, Any]:
 
 def check_identity(meta: dict, model=None, hook: str | None = None, path="probe") -> None:
     """Raise ProbeMismatchError if `model` / `hook` differ from those stored in `meta`."""
-    if hook is not None and hook != meta.get("hook"):
+    if hook is not None and hook not in (meta.get("hook"), meta.get("hook_canonical")):
         raise ProbeMismatchError(
             f"{path} was trained on hook {meta.get('hook')!r}, not {hook!r}: use activations from "
             f"{meta.get('hook')!r} or train a probe for {hook!r}")
@@ -158,8 +218,18 @@ def check_identity(meta: dict, model=None, hook: str | None = None, path="probe"
         raise ProbeMismatchError(
             f"{path} does not record {missing} of the model it was trained on, so the identity check cannot be "
             "completed (fail closed); save the probe again with model_identity=lm.identity()")
+    from .models import canonical_model_id
+
+    both_fp = bool(want.get(FINGERPRINT_KEY)) and bool(have.get(FINGERPRINT_KEY))
+    keys = [k for k in IDENTITY_KEYS if not (both_fp and k == "model_id")] + ([FINGERPRINT_KEY] if both_fp else [])
+
+    def same(k):
+        if k == "model_id":
+            return canonical_model_id(want[k]) == canonical_model_id(have[k])
+        return want[k] == have[k]
+
     diffs = [f"{k}: probe has {have.get(k)!r}, model has {want.get(k)!r}"
-             for k in IDENTITY_KEYS if k in want and k in have and want[k] != have[k]]
+             for k in keys if k in want and k in have and not same(k)]
     if diffs:
         raise ProbeMismatchError(
             f"{path} was trained on a different model ({'; '.join(diffs)}). A direction learned on one model "
@@ -208,7 +278,7 @@ def load_probe(path, *, model=None, hook: str | None = None):
 
     from .probes import PROBE_NAMES, make_probe
 
-    p = Path(path)
+    p = probe_dir(path)
     meta = read_probe_meta(p)
     check_identity(meta, model, hook, path=str(p))
     name = meta.get("probe")

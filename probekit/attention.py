@@ -118,7 +118,7 @@ def _run_rows(lm: Any, prompts: Any, sources: dict[str, Any], layers: list[int],
 
     ``sources``: name -> callable(prompt index) -> position (row index into the pattern's query axis).
     Returns (prep, {source: array [n, L, H, K]})."""
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     from .extract import iter_batches, prepare
 
@@ -344,7 +344,7 @@ def prefix_matching_scores(lm: Any, seq_len: int = 25, n: int = 16, seed: int = 
     L, H = int(lm.n_layers), int(lm.n_heads)
     idx = np.arange(seq_len)
     total = np.zeros((L, H))
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     for s in tqdm(range(0, n, batch_size), desc="prefix-matching", disable=not progress):
         x = toks[s:s + batch_size]

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
             raise
         p = mod.add_parser(sub)
         p.set_defaults(_run=mod.run)
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="also show the libraries' own output (transformers' loading bars and notices)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also show the libraries' own output (transformers' loading bars and notices)")
     return parser
 
 
@@ -54,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
         if e.code in (0, None):
             raise
         return int(e.code) if isinstance(e.code, int) else 2
+    if getattr(args, "verbose", False):
+        os.environ["PROBEKIT_VERBOSE"] = "1"
+    else:                        # before transformers is imported: no "Loading weights" bars, no notices
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from toy.config import ConfigError
     from toy.runio import RunError, sigterm_as_interrupt
     from .errors import ProbekitError

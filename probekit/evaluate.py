@@ -252,7 +252,7 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
         from sklearn.linear_model import LogisticRegression
 
         try:
-            from tqdm.auto import tqdm
+            from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
         except ImportError:  # pragma: no cover
             tqdm = None
         it = acts if not (progress and tqdm) else tqdm(list(acts), desc="sklearn logistic")
@@ -332,7 +332,7 @@ def _cv_probe(name, X, label_sets, folds, k, params):
 def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES, n_folds: int = 5, seed: int = 0,
                 truth=None, layer_of: Callable[[str], object] | None = None, *, n_repeats: int = 1, n_controls: int = 1,
                 C: float = 1.0, shrinkage="oas", fast: bool = True, device=None, progress: bool = False,
-                concept: str = "concept") -> list[dict]:
+                concept: str = "concept") -> "SweepResult":
     """Cross-validated probes with baselines for every hook. Returns one row per (hook, probe).
 
     acts: hook -> float array [n, d]; labels [n] (class ids or names; -1 / '' / None = unlabelled,
@@ -341,6 +341,7 @@ def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES,
     split with seeds seed, seed+1, ... and averages over all held-out folds (less split noise);
     n_controls > 1 averages the control accuracy over that many independent control tasks.
     Rows hold ROW_KEYS plus `classes`, `concept`, `n_repeats`. All checks run before any fitting.
+    The result is a :class:`probekit.display.SweepResult`: the list of rows, with `to_frame()`.
     """
     probes = check_probe_names(probes)
     labels = np.asarray(labels)
@@ -371,7 +372,7 @@ def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES,
             results[(h, "logistic")] = lr[h]
     hooks = list(acts)
     try:
-        from tqdm.auto import tqdm
+        from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
         it = tqdm(hooks, desc=f"probing {concept}", disable=not progress)
     except ImportError:  # pragma: no cover
         it = hooks
@@ -407,7 +408,9 @@ def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES,
                 "n_controls": int(n_controls),
                 "classes": [c.item() if hasattr(c, "item") else c for c in classes],
             })
-    return rows
+    from .display import SweepResult
+
+    return SweepResult(rows)
 
 
 def _nanmean(a):

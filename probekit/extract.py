@@ -45,23 +45,64 @@ class Activations:
     acts       hook name -> float32 array: [n, d] (one position per prompt), [n, p, d] (several),
                attention patterns/scores [n, n_heads, n_keys] (or [n, p, n_heads, n_keys]); keys are
                padded with zeros to the longest prompt (causal rows are zero there anyway)
-    meta       model identity, hooks, position rule, data hash, library versions, n, ...
-    positions  [n, p] token positions selected in each prompt (transformer models), else None
+    meta       model identity, hooks (and `canonical_hooks`: the bridge's canonical name of each),
+               position rule, data hash, library versions, n, ...
+    positions  token position selected in each prompt: [n] for a single-position rule, [n, p] for
+               several (transformer models), else None
+
+    Index it the way TransformerLens indexes a cache: ``acts["blocks.2.hook_resid_post"]``,
+    ``acts["resid_post", 2]``, ``acts["resid_post:2"]``, ``acts[2]`` (resid_post of layer 2) or the
+    bridge's canonical name ``acts["blocks.2.hook_out"]`` all give the same array.
     """
 
     acts: dict[str, np.ndarray]
     meta: dict[str, Any]
     positions: np.ndarray | None = None
 
-    def __getitem__(self, hook: str) -> np.ndarray:
-        try:
-            return self.acts[hook]
-        except KeyError:
-            from .errors import HookError
-            raise HookError(f"hook {hook!r} was not extracted; these were: {list(self.acts)}") from None
+    def resolve(self, key: Any) -> str:
+        """The extracted hook name `key` means (HookError listing the extracted hooks otherwise)."""
+        from .hooks import resolve_extracted
 
-    def __contains__(self, hook: str) -> bool:
-        return hook in self.acts
+        return resolve_extracted(key, list(self.acts), self.meta.get("canonical_hooks"),
+                                 (self.meta.get("model") or {}).get("n_layers"))
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, str) and key in self.acts:
+            return self.acts[key]
+        return self.acts[self.resolve(key)]
+
+    def __contains__(self, key: Any) -> bool:
+        from .errors import HookError
+
+        try:
+            self.resolve(key)
+        except HookError:
+            return False
+        return True
+
+    def __iter__(self):
+        return iter(self.acts)
+
+    def __len__(self) -> int:
+        return len(self.acts)
+
+    def keys(self):
+        return self.acts.keys()
+
+    def items(self):
+        return self.acts.items()
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """{hook name: float32 array} (a new dict; the arrays are shared, not copied)."""
+        return dict(self.acts)
+
+    def __repr__(self) -> str:
+        from .display import activations_repr
+        return activations_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .display import activations_html
+        return activations_html(self)
 
     @property
     def hooks(self) -> list[str]:
@@ -307,7 +348,10 @@ def run_batch(lm: Any, prep: Prepared, names: Sequence[str], info: BatchInfo, x:
 def activation_meta(lm: Any, prep: Prepared, names: Sequence[str], shapes: dict[str, tuple]) -> dict[str, Any]:
     from toy.runio import library_versions
 
-    return {"model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
+    from .hooks import canonical_names
+
+    return {"model": lm.identity(), "hooks": list(names), "canonical_hooks": canonical_names(lm.model, names),
+            "position": prep.rule.describe(),
             "data_hash": prep.data_hash, "n": prep.n, "prepend_bos": prep.prepend_bos,
             "shapes": {k: list(v) for k, v in shapes.items()}, "dtype": "float32",
             "versions": library_versions()}
@@ -320,7 +364,8 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
 
     lm          a :class:`~probekit.models.LoadedModel`
     prompts     list of Prompt / str (transformer), or toy.ProbeBatch / inputs tensor (toy)
-    hooks       exact names, short names (``"resid_post"``, ``"pattern:3"``), globs or ``"all"``
+    hooks       exact names, short names (``"resid_post"``, ``"pattern:3"``), globs, ``"all"``, a layer
+                number (``2`` = ``"resid_post:2"``) or a pair ``("resid_post", 2)``, or a list of these
     position    selector (``"last"``, ``"word"``, ``"word:i"``, ``"query"``, ``"labels"``, ``"all"``, ints)
     store_dir   optional folder: safetensors shards of `shard_size` prompts + manifest, resumable
                 (see :mod:`probekit.store`)
@@ -332,7 +377,7 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
         acts = extract(lm, ["The cat sat", "A dog ran far"], "resid_post:1", position="last")
         acts["blocks.1.hook_resid_post"].shape     # (2, d_model)
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     names = resolve_hooks(lm.model, hooks)
     prep = prepare(lm, prompts, position)
@@ -352,7 +397,14 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
         bar.close()
     acts = {n: out[n] for n in names}
     return Activations(acts=acts, meta=activation_meta(lm, prep, names, {k: v.shape for k, v in acts.items()}),
-                       positions=prep.positions)
+                       positions=_positions_out(prep))
+
+
+def _positions_out(prep: Prepared) -> np.ndarray | None:
+    """[n] for a single-position rule (as the activations are [n, d]), [n, p] for several."""
+    if prep.positions is None:
+        return None
+    return prep.positions if prep.rule.multi else prep.positions[:, 0]
 
 
 def _scatter(out: dict[str, np.ndarray], got: dict[str, torch.Tensor], index: np.ndarray, n: int) -> None:
@@ -379,7 +431,7 @@ def forward_logits(lm: Any, prompts: Any, position: Any = "last", batch_size: in
         logits = forward_logits(lm, prompts, position="last")
         pred = logits.argmax(-1)                       # next-token ids
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     prep = prepare(lm, prompts, position)
     bar = tqdm(total=prep.n, desc="forward", unit="prompt", disable=not progress)

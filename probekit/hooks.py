@@ -8,7 +8,9 @@ A request is a string or a list of strings; each item may be
   ``"q"``, ``"k"``, ``"v"``, ``"z"``; optionally restricted to layers: ``"resid_post:3"``,
   ``"resid_post:0,2,5"``, ``"resid_post:2-5"`` (inclusive range);
 * a glob pattern over hook names: ``"blocks.*.hook_resid_post"``, ``"blocks.1*.attn.hook_pattern"``;
-* ``"all"``: every hook point of the model (each point once).
+* ``"all"``: every hook point of the model (each point once);
+* TransformerLens-style keys: a layer number ``2`` (= ``"resid_post:2"``) or a pair
+  ``("resid_post", 2)`` (= ``"resid_post:2"``), as in ``cache["resid_post", 2]``.
 
 Examples::
 
@@ -153,7 +155,87 @@ def _help(hd: dict[str, Any], preferred_names: Sequence[str], item: str) -> str:
     return msg
 
 
-def resolve_hooks(model: Any, hooks: str | Iterable[str]) -> list[str]:
+def _is_layer(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) or type(x).__name__ in ("int64", "int32")
+
+
+def normalize_request(hooks: Any) -> list[str]:
+    """Hook request items as strings: a layer int ``L`` -> ``"resid_post:L"``, a pair ``(short, L)``
+    -> ``"short:L"``; strings pass through. A single int, pair or string is one item."""
+    if isinstance(hooks, str) or _is_layer(hooks):
+        items = [hooks]
+    elif isinstance(hooks, tuple) and len(hooks) == 2 and isinstance(hooks[0], str) and _is_layer(hooks[1]):
+        items = [hooks]
+    else:
+        try:
+            items = list(hooks)
+        except TypeError:
+            raise HookError(f"hook request {hooks!r}: pass a hook name, a layer number, ('resid_post', 2) or a list "
+                            "of those") from None
+    out = []
+    for it in items:
+        if _is_layer(it):
+            out.append(f"resid_post:{int(it)}")
+        elif isinstance(it, tuple) and len(it) == 2 and isinstance(it[0], str) and _is_layer(it[1]):
+            out.append(f"{it[0].strip()}:{int(it[1])}")
+        else:
+            out.append(it)
+    return out
+
+
+def canonical_names(model: Any, names: Sequence[str]) -> dict[str, str]:
+    """{name: the bridge's canonical name} for each name (TransformerBridge names its hook points
+    ``blocks.L.hook_out`` etc. and keeps the legacy ``blocks.L.hook_resid_post`` as aliases; for a
+    model without aliases the canonical name is the name itself)."""
+    hd = _hook_dict(model)
+    return {n: (getattr(hd[n], "name", None) or n) if n in hd else n for n in names}
+
+
+def resolve_extracted(key: Any, names: Sequence[str], canonical: dict[str, str] | None = None,
+                      n_layers: int | None = None) -> str:
+    """The extracted hook that `key` means, resolved the way `extract` resolves requests: an exact
+    name, the bridge's canonical name of one, ``"resid_post:2"``, ``("resid_post", 2)``, a layer
+    number (``resid_post`` of that layer; negative counts from the end), or a short name that only
+    one extracted hook matches. HookError naming the extracted hooks otherwise."""
+    names = list(names)
+    if isinstance(key, str) and key in names:
+        return key
+    inverse = {c: n for n, c in (canonical or {}).items()}
+    if isinstance(key, str) and key in inverse:
+        return inverse[key]
+    try:
+        (item,) = normalize_request(key)
+    except (HookError, ValueError):
+        item = None
+    if isinstance(item, str):
+        base, _, layer = item.strip().partition(":")
+        if base in SHORT_HOOKS:
+            if layer:
+                try:
+                    L = int(layer)
+                except ValueError:
+                    L = None
+                if L is not None:
+                    if L < 0 and n_layers:
+                        L += n_layers
+                    want = SHORT_HOOKS[base].format(L=L)
+                    if want in names:
+                        return want
+            else:
+                hits = [n for n in names if fnmatch.fnmatchcase(n, SHORT_HOOKS[base].format(L="*"))]
+                if len(hits) == 1:
+                    return hits[0]
+                if hits:
+                    raise HookError(f"{key!r} matches {len(hits)} extracted hooks; name the layer, e.g. "
+                                    f"acts[{base!r}, 0] or acts['{base}:0']")
+    close = difflib.get_close_matches(str(key), names, n=2, cutoff=0.6)
+    hint = f" Did you mean {close}?" if close else ""
+    shown = names if len(names) <= 12 else names[:6] + ["..."] + names[-3:]
+    raise HookError(f"hook {key!r} was not extracted.{hint} These were: {shown} (ask for it in extract(...); "
+                    "keys may be full names, 'resid_post:2', ('resid_post', 2) or a layer number)")
+
+
+def resolve_hooks(model: Any, hooks: Any) -> list[str]:
     """Turn a hook request into a list of exact hook names of `model` (see module docstring).
 
     `model` is a :class:`~probekit.models.LoadedModel` or any HookedRootModule. Raises HookError
@@ -161,7 +243,7 @@ def resolve_hooks(model: Any, hooks: str | Iterable[str]) -> list[str]:
     """
     hd, preferred, order = _points(model)
     pref_names = [preferred[k] for k in sorted(preferred, key=lambda k: _forward_key(preferred[k], order[k]))]
-    items = [hooks] if isinstance(hooks, str) else list(hooks)
+    items = normalize_request(hooks)
     if not items:
         raise HookError("no hooks requested; pass e.g. 'resid_post' or ['blocks.0.hook_resid_post']")
     n_layers = _n_layers(hd)

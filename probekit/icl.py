@@ -180,6 +180,50 @@ def build_icl_prompts(dataset: WordDataset, axis: str, k: int, n_prompts: int, l
 # scoring
 
 
+class ICLLabels(tuple):
+    """``(labels, groups)``: what a probe on ICL prompts needs besides activations. `labels` [n] is the
+    query word's class name per prompt, `groups` [n] the query word itself (folds grouped by word
+    never put the same word on both sides); `.classes` lists the task's class names."""
+
+    def __new__(cls, labels: np.ndarray, groups: np.ndarray, classes: list):
+        obj = super().__new__(cls, (labels, groups))
+        obj.classes = list(classes)
+        return obj
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self[0]
+
+    @property
+    def groups(self) -> np.ndarray:
+        return self[1]
+
+
+def icl_labels(prompts: Sequence[Prompt]) -> ICLLabels:
+    """Labels and groups of ICL prompts built by :func:`build_icl_prompts`::
+
+        y, groups = icl_labels(prompts)          # or: lab = icl_labels(prompts); lab.labels, lab.classes
+        rows = layer_sweep(acts, y, groups)
+
+    The label of a prompt is the class of its query word (``prompt.meta["query_class"]``: e.g.
+    "female" / "male"), the group is the query word (``prompt.meta["query_word"]``). All prompts must
+    come from the same task (axis and classes); DataError otherwise."""
+    prompts = list(prompts)
+    if not prompts:
+        raise DataError("icl_labels: no prompts given")
+    missing = [i for i, p in enumerate(prompts) if "query_class" not in getattr(p, "meta", {})]
+    if missing:
+        raise DataError(f"icl_labels: prompt {missing[0]} has no query_class in its meta; pass prompts made by "
+                        "probekit.icl.build_icl_prompts")
+    tasks = {(p.meta.get("axis"), p.meta.get("cross_axis"), tuple(p.meta.get("classes", ()))) for p in prompts}
+    if len(tasks) > 1:
+        raise DataError(f"icl_labels: the prompts come from {len(tasks)} different tasks "
+                        f"{sorted(str(t[0]) for t in tasks)}; call it on the prompts of one axis at a time")
+    classes = list(prompts[0].meta.get("classes", []))
+    return ICLLabels(np.array([p.meta["query_class"] for p in prompts]),
+                     np.array([p.meta["query_word"] for p in prompts]), classes)
+
+
 def candidate_token_ids(tokenizer: Any, candidates: Sequence[str]) -> list[int]:
     """Token id of each candidate label; DataError unless each is one token and all differ."""
     ids = []
@@ -304,7 +348,7 @@ def icl_curve(lm: Any, dataset: WordDataset | None, axis: str | None,
     Transformer models: prompts from `dataset` / `axis` (all prompts are built and checked before any
     forward pass). Toy runs: `dataset`/`axis` are ignored; the run's own generator is used.
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     ks = _parse_ks(ks)
     res: dict[str, Any] = {"model": lm.identity() if hasattr(lm, "identity") else {}, "ks": ks,

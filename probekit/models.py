@@ -17,6 +17,7 @@ saying what was tried and how to fix it. Random weights are never substituted fo
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,44 @@ COMPAT_PROCESSING = {"compatibility_mode": True, "fold_ln": True, "center_writin
 
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json", "tokenizer.model")
 
+# Hugging Face renamed the original GPT-2 repositories; TransformerLens and the Hub prefer the new ids.
+# The short names stay accepted as aliases; outputs record the canonical id.
+HUB_ALIASES = {"gpt2": "openai-community/gpt2", "gpt2-small": "openai-community/gpt2",
+               "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
+               "gpt2-xl": "openai-community/gpt2-xl", "distilgpt2": "distilbert/distilgpt2"}
+
+
+def canonical_model_id(model_id: str) -> str:
+    """The canonical id of a hub name (``gpt2`` -> ``openai-community/gpt2``); other specs unchanged."""
+    s = str(model_id).strip()
+    return HUB_ALIASES.get(s, s)
+
+
+def hub_names(model_id: str) -> list[str]:
+    """Every spelling of hub model `model_id` (canonical first)."""
+    c = canonical_model_id(model_id)
+    return [c] + [a for a, t in HUB_ALIASES.items() if t == c and a != c]
+
+
+def weights_fingerprint(module: Any) -> str:
+    """sha256 of a module's parameters and buffers (shapes, dtypes, bytes, in state_dict order).
+
+    The same weights give the same fingerprint however they were loaded (a hub name, its alias, or
+    path:DIR anywhere on disk); processed weights (compatibility mode) give another one."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for t in module.state_dict().values():
+        if not torch.is_tensor(t):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:32]
+
 
 @dataclass
 class LoadedModel:
@@ -44,7 +83,7 @@ class LoadedModel:
     """
 
     model: Any                     # a TransformerBridge, or the toy's HookedRootModule
-    model_id: str                  # "gpt2", "path:/abs/dir", "toy:/abs/run"
+    model_id: str                  # "openai-community/gpt2", "path:/abs/dir", "toy:/abs/run"
     kind: str                      # "transformer" | "toy"
     processing: dict               # compatibility_mode, fold_ln, center_writing_weights, center_unembed, ...
     n_layers: int
@@ -53,6 +92,14 @@ class LoadedModel:
     tokenizer: Any | None = None   # HF tokenizer (transformer) or None (toy)
     toy_run: Any | None = None     # toy.ToyRun (toy) or None
     extra: dict = field(default_factory=dict)   # e.g. {"setting": "concept"}, {"source": "huggingface"}
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def weights_sha256(self) -> str:
+        """Fingerprint of the loaded weights (computed once, on first use; see weights_fingerprint)."""
+        if self._fingerprint is None:
+            self._fingerprint = weights_fingerprint(self.model)
+        return self._fingerprint
 
     def hook_names(self) -> list[str]:
         """Every hook point once, by its legacy TransformerLens name, in forward order."""
@@ -90,7 +137,8 @@ class LoadedModel:
     def identity(self) -> dict:
         """Model facts stored with every output (activations, probes, reports)."""
         out = {"model_id": self.model_id, "kind": self.kind, "processing": dict(self.processing),
-               "n_layers": int(self.n_layers), "d_model": int(self.d_model), "n_heads": int(self.n_heads)}
+               "n_layers": int(self.n_layers), "d_model": int(self.d_model), "n_heads": int(self.n_heads),
+               "weights_sha256": self.weights_sha256}
         if self.kind == "toy" and self.toy_run is not None:
             out["setting"] = getattr(self.toy_run, "setting", None)
         if self.kind == "transformer":
@@ -149,6 +197,29 @@ def check_device(device: Any) -> str:
     from .distributed import check_placement
 
     return check_placement(device=device)["device"]
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' / huggingface_hub's loading bars and notices off while a model loads, unless
+    PROBEKIT_VERBOSE is set (`probekit -v`). The previous state is restored afterwards."""
+    if os.environ.get("PROBEKIT_VERBOSE"):
+        yield
+        return
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    was_on, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def _offline() -> bool:
@@ -245,7 +316,8 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool, boot: dict | No
             raise ModelLoadError(f"path:{path}: the folder has no tokenizer files ({', '.join(_TOKENIZER_FILES)}); "
                                  "save the tokenizer there with `tokenizer.save_pretrained(dir)`")
     try:
-        bridge = TransformerBridge.boot_transformers(str(path), tokenizer=tok, **_boot_kwargs(device, boot))
+        with quiet_loading():
+            bridge = TransformerBridge.boot_transformers(str(path), tokenizer=tok, **_boot_kwargs(device, boot))
     except Exception as e:
         raise ModelLoadError(f"path:{path}: TransformerBridge.boot_transformers could not load the checkpoint "
                              f"({type(e).__name__}: {e}). The folder must hold a TransformerLens-supported "
@@ -256,8 +328,18 @@ def _load_dir(path: Path, device: str, compatibility_mode: bool, boot: dict | No
 
 def fix_command(model: str) -> str:
     """The one command that makes hub model `model` loadable offline afterwards (run once with network)."""
+    model = canonical_model_id(model)
     return (f"HF_HUB_OFFLINE=0 python -c \"from transformer_lens.model_bridge import TransformerBridge; "
             f"TransformerBridge.boot_transformers('{model}')\"")
+
+
+def _cached(repo: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo, "config.json"), str)
+    except Exception:  # noqa: BLE001  (an old huggingface_hub: just try the canonical name)
+        return False
 
 
 def _boot_kwargs(device: str, boot: dict | None) -> dict:
@@ -297,8 +379,13 @@ def _load_hub(name: str, device: str, compatibility_mode: bool, boot: dict | Non
             "or run from another directory (or rename the folder) to load the hub model")
     from transformer_lens.model_bridge import TransformerBridge
 
+    requested, name = name, canonical_model_id(name)
+    # a spelling already in the Hugging Face cache first (the cache keeps gpt2 and openai-community/gpt2
+    # apart), else the canonical id; only one network attempt is ever made
+    load_as = next((n for n in hub_names(name) if _cached(n)), name)
     try:
-        bridge = TransformerBridge.boot_transformers(name, **_boot_kwargs(device, boot))
+        with quiet_loading():
+            bridge = TransformerBridge.boot_transformers(load_as, **_boot_kwargs(device, boot))
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as e:
         # huggingface_hub's offline / connection / not-found errors are OSError subclasses
         mode = "HF_HUB_OFFLINE is set" if _offline() else "no network or the Hub refused"
@@ -311,8 +398,10 @@ def _load_hub(name: str, device: str, compatibility_mode: bool, boot: dict | Non
             f"network. Random weights are never used in place of pretrained ones."
         ) from e
     processing = _finish_bridge(bridge, compatibility_mode)
-    return _bridge_model(bridge, name, bridge.tokenizer, processing,
-                         dict({"source": "huggingface"}, **_placement_extra(bridge, boot)))
+    extra = dict({"source": "huggingface", "loaded_as": load_as}, **_placement_extra(bridge, boot))
+    if requested != name:
+        extra["requested"] = requested
+    return _bridge_model(bridge, name, bridge.tokenizer, processing, extra)
 
 
 def _toy_dims(run: Any, model: Any, n_layers: int) -> tuple[int, int]:

@@ -37,7 +37,7 @@ LAYER_SELECTORS = ("all", "INT,INT,...", "resid_pre", "resid_mid", "resid_post",
                    "blocks.*.hook_NAME", "a full hook name")
 DEVICES = ("cpu", "cuda", "auto")
 
-DEFAULT_MODEL = "gpt2"
+DEFAULT_MODEL = "openai-community/gpt2"   # "gpt2" is accepted as its alias
 
 
 class OptionError(ProbekitError):
@@ -232,7 +232,7 @@ def _check_templates(v: list) -> None:
             raise OptionError(f"--template {t!r} must contain '{{word}}' exactly once, e.g. 'Here is a word: {{word}}'")
 
 
-MODEL = Option("model", DEFAULT_MODEL, "model: a gpt2-style name, path:DIR (a save_pretrained folder) or toy:RUN_DIR",
+MODEL = Option("model", DEFAULT_MODEL, "model: a Hugging Face name (gpt2 = openai-community/gpt2), path:DIR (a save_pretrained folder) or toy:RUN_DIR",
                section="model", key="spec", metavar="MODEL")
 COMPAT = Option("compatibility_mode", False, "TransformerLens compatibility mode (folded LayerNorm, centred weights) "
                 "instead of raw weights", kind="bool", section="model")

@@ -335,7 +335,7 @@ def _study(model, lm, tmp: Path, *, ds, word_inputs, data, concepts, concept_lis
 
     rows: list[dict] = []
     best: dict[str, dict] = {}
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     for c in tqdm(concept_list, desc="concepts", disable=not progress):
         truth = truth_all.get(c)

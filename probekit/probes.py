@@ -87,8 +87,42 @@ class _LinearProbe(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "direction_")
         return self.direction_
 
+    # --- artifacts: a saved / loaded probe knows where its inputs come from
+    def save(self, path, acts=None, **kwargs):
+        """`save_probe(self, path, acts, **kwargs)`: identity, hook, position and data hash from `acts`."""
+        from .artifacts import save_probe
+
+        return save_probe(self, path, acts, **kwargs)
+
+    @property
+    def hook(self) -> str | None:
+        """The hook the probe was trained on (a loaded probe; None before it is saved or loaded)."""
+        return (getattr(self, "metadata_", None) or {}).get("hook")
+
+    @property
+    def position(self) -> str | None:
+        """The position rule of its training activations (a loaded probe), e.g. 'last' or 'word'."""
+        return (getattr(self, "metadata_", None) or {}).get("position")
+
+    def _from_activations(self, acts) -> np.ndarray:
+        """Activations -> the array at the probe's hook, after checking they come from its model."""
+        meta = getattr(self, "metadata_", None) or {}
+        if meta.get("model") and acts.meta.get("model"):
+            from .artifacts import check_identity
+
+            check_identity(meta, acts.meta["model"], path="this probe")
+        if meta.get("hook"):
+            return acts[meta.get("hook_canonical") if meta["hook"] not in acts.acts and meta.get("hook_canonical")
+                        in acts else meta["hook"]]
+        if len(acts.acts) == 1:
+            return next(iter(acts.acts.values()))
+        raise DataError(f"the activations hold {len(acts.acts)} hooks and this probe does not record its hook; "
+                        "pass the array, e.g. probe.predict(acts['resid_post', 6])")
+
     def _X(self, X) -> np.ndarray:
         check_is_fitted(self, "coef_")
+        if isinstance(getattr(X, "acts", None), dict) and hasattr(X, "meta"):   # probekit Activations
+            X = self._from_activations(X)
         X = _check_X(X)
         if X.shape[1] != self.n_features_in_:
             raise ActivationError(

@@ -257,7 +257,7 @@ def steer_outputs(lm: Any, prompts: Any, hook: str, vectors: Any, *, position: s
     (transformer) or the toy's output ``f``. This is the one steering primitive the comparison's H6 and its
     nulls use; ``steering_effect`` is the single-direction convenience on top.
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     V = np.asarray(vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float64)
     if V.ndim == 1:
@@ -379,7 +379,7 @@ def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any,
     "added_norm_per_alpha", "axes", "n_prompts", "mean_output", "delta", "slope", "target_slope",
     "off_target_mean_abs_slope", "specificity", "random": {...}, "specific", "beats_random", "model"}``.
     """
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     if axis not in prompts_by_axis:
         raise DataError(f"axis {axis!r} is not in prompts_by_axis ({list(prompts_by_axis)}); the target axis "

@@ -182,7 +182,7 @@ def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards:
 def extract_to_store(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, *, batch_size: int,
                      shard_size: int, progress: bool, fwd_hooks: Any, check_finite: bool):
     """Run extraction shard by shard into `store_dir` (skipping shards already there); return Activations."""
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     from .extract import activation_meta
 

@@ -7,7 +7,7 @@ runs the study through the library and writes its results under `--out` (or `[st
     out = "runs/gpt2_concept_sweep"
 
     [model]
-    spec = "gpt2"
+    spec = "openai-community/gpt2"
 
     [data]
     n_prompts = 64

@@ -73,6 +73,14 @@ class WordDataset:
     def __len__(self) -> int:
         return len(self.words)
 
+    def __repr__(self) -> str:          # short: never every word (see probekit.display)
+        from .display import dataset_repr
+        return dataset_repr(self)
+
+    def _repr_html_(self) -> str:
+        from .display import dataset_html
+        return dataset_html(self)
+
     @property
     def axes(self) -> list[str]:
         return list(self.axis_classes)

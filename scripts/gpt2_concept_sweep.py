@@ -19,10 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 
 def main(argv=None) -> int:
-    from probekit.options import PROBE, SuggestingParser
+    from probekit.options import DEFAULT_MODEL, PROBE, SuggestingParser
 
     p = SuggestingParser(description=__doc__.split("\n\n")[0])
-    PROBE.add_arguments(p, defaults={"model": "gpt2", "out": "runs/gpt2_concept_sweep"})   # = probekit probe
+    PROBE.add_arguments(p, defaults={"model": DEFAULT_MODEL, "out": "runs/gpt2_concept_sweep"})   # = probekit probe
     opts = PROBE.from_args(p.parse_args(argv))
 
     from probekit.errors import ProbekitError

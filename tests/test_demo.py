@@ -39,13 +39,13 @@ def test_demo_offline_runs_the_toy_half_and_exits_3(tmp_path, toy_run):
                         "--out", str(out), "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 3, p.stdout + p.stderr
-    assert "only the toy half ran" in p.stdout and "boot_transformers('gpt2')" in p.stdout
+    assert "only the toy half ran" in p.stdout and "boot_transformers('openai-community/gpt2')" in p.stdout
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["complete"] is False and comp["model"] is None
     assert comp["verdicts"]["H1"]["toy"]["status"] in ("PASS", "FAIL")
     assert comp["verdicts"]["H1"]["model"]["status"] == "NOT MEASURED"
     md = (out / "report.md").read_text()
-    assert "INCOMPLETE" in md and "could not load 'gpt2'" in md
+    assert "INCOMPLETE" in md and "could not load 'openai-community/gpt2'" in md
     assert "HF_HUB_OFFLINE=0 python -c" in md          # the one command that fixes it
     assert (out / "report.html").is_file() and (out / "verdicts.png").is_file()
 

@@ -62,11 +62,11 @@ def test_shapes_and_metadata(lm):
     assert m["model"] == lm.identity() and m["n"] == n and m["position"] == "span:query"
     assert m["hooks"] == acts.hooks and len(m["data_hash"]) == 64 and "transformer-lens" in m["versions"]
     assert m["prepend_bos"] is True
-    assert acts.positions.shape == (n, 1)
+    assert acts.positions.shape == (n,)                     # one position per prompt: 1-D
     # the selected position is the query word's last token
     from probekit.positions import encode_prompts
     enc = encode_prompts(lm.tokenizer, PROMPTS)
-    assert [int(p[0]) for p in acts.positions] == [e.spans["query"][-1] for e in enc]
+    assert [int(p) for p in acts.positions] == [e.spans["query"][-1] for e in enc]
     assert pat.shape[2] == max(len(e.ids) for e in enc)
 
 

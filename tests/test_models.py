@@ -174,7 +174,7 @@ def test_offline_gpt2_without_cache_raises_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     out = r.stdout
     assert "MODELLOADERROR" in out, r.stdout + r.stderr
-    assert "boot_transformers('gpt2')" in out      # the one-liner that caches the weights
+    assert "boot_transformers('openai-community/gpt2')" in out      # the one-liner that caches the weights (canonical id)
     assert "path:DIR" in out and "save_pretrained" in out
     assert str(tmp_path / "hf" / "hub") in out     # says which cache was tried
 

@@ -16,7 +16,7 @@ def test_every_bundled_study_validates():
     assert {p.name for p in STUDIES} >= {"gpt2_concept_sweep.toml", "gpt2_attention_heads.toml", "compare_toy_gpt2.toml"}
     for p in STUDIES:
         kind, cfg = load_study(p)
-        assert kind.name in STUDY_KINDS and cfg["model"]["spec"] == "gpt2"   # users' default model
+        assert kind.name in STUDY_KINDS and cfg["model"]["spec"] == "openai-community/gpt2"   # users' default model
 
 
 def test_unknown_keys_and_bad_values_are_named_with_the_valid_ones(tmp_path):

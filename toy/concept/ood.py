@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from toy.config import apply_overrides
 from toy.runio import atomic_output, atomic_write_json, has_file, torch_stream

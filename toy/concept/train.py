@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from toy.api import ToyRun
 from toy.config import ConfigError

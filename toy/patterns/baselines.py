@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import sklearn
 import torch
-from tqdm.auto import tqdm
+from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from ..runio import stream_seed
 from .data import in_domain_bank, sample_prompts, task_split

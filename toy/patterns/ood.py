@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from ..runio import atomic_output, atomic_write_json, has_file, stream_seed
 from .data import ood_bank, ood_tasks, sample_prompts

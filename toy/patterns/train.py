@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from ..api import ToyRun
 from ..config import ConfigError

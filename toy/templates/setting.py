@@ -119,7 +119,7 @@ OOD_SHIFTS = (0.0, 0.5, 1.0, 2.0)
 def ood(run_dir, out_dir=None, progress: bool = True, n: int = 200, seed: int = 12345) -> dict:
     """Inference loss and ridge gap against the task shift: lambda ~ N(s 1, sigma^2 I) for s in OOD_SHIFTS,
     sigma = 1 (in-domain spread) and sigma = ood_std. Writes ood.json + ood.png to out_dir (default: RUN/ood)."""
-    from tqdm.auto import tqdm
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
     from . import figures
 

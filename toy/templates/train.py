@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from toy.api import ToyRun
 from toy.runio import RunWriter, atomic_write_json, save_tensors, torch_stream
