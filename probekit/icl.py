@@ -381,6 +381,17 @@ def icl_curve(lm: Any, dataset: WordDataset | None, axis: str | None,
     return res
 
 
+def wilson_interval(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (accuracy over n prompts), via scipy.stats.binomtest."""
+    from scipy.stats import binomtest
+
+    if not n:
+        return (float("nan"), float("nan"))
+    k = int(round(float(accuracy) * n))
+    ci = binomtest(k, int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
 def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str | os.PathLike,
                    title: str | None = None) -> Path:
     """Accuracy against k for one or several :func:`icl_curve` results; PNG at `path`, the plotted
@@ -397,7 +408,8 @@ def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str
     tasks = list(dict.fromkeys(str(r.get("task")) for r in results))
     cmap = plt.get_cmap("tab10" if len(tasks) <= 10 else "tab20")
     colour = {t: cmap(i % cmap.N) for i, t in enumerate(tasks)}
-    fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes) + 1.6, 4.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(modes), figsize=(5.2 * len(modes) + 1.6, 4.2), squeeze=False, sharey=True,
+                             layout="constrained")
     series = []
     for m, ax in zip(modes, axes[0]):
         chance = set()
@@ -407,9 +419,14 @@ def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str
             pts = [p for p in r["points"] if p.get("accuracy") is not None]
             ks = [p["k"] for p in pts]
             acc = [p["accuracy"] for p in pts]
-            ax.plot(ks, acc, marker="o", color=colour[str(r.get("task"))], label=str(r.get("task")))
+            ns = [int(p.get("n") or r.get("n_prompts") or 0) for p in pts]
+            ci = [wilson_interval(a, n) for a, n in zip(acc, ns)]       # 95% Wilson interval per point
+            col = colour[str(r.get("task"))]
+            ax.plot(ks, acc, marker="o", color=col, label=str(r.get("task")))
+            if ks and all(n > 0 for n in ns):
+                ax.fill_between(ks, [c[0] for c in ci], [c[1] for c in ci], color=col, alpha=0.15, lw=0)
             series.append({"name": f"{r.get('task')} ({m})", "task": r.get("task"), "label_mode": m,
-                           "k": ks, "accuracy": acc, "chance": r.get("chance")})
+                           "k": ks, "accuracy": acc, "n": ns, "ci95_wilson": ci, "chance": r.get("chance")})
             if r.get("chance") is not None:
                 chance.add(r["chance"])
         for c in chance:
@@ -421,7 +438,8 @@ def plot_icl_curve(results: dict[str, Any] | Sequence[dict[str, Any]], path: str
             ax.set_xticklabels([str(k) for k in all_k])
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("demonstrations k (0 = none)")
-        ax.set_title(f"{m} labels" + (" (dashed: chance)" if chance else ""), fontsize=10)
+        ax.set_title(f"{m} labels" + (" (dashed: chance)" if chance else "") + "; bands: 95% Wilson intervals",
+                     fontsize=10)
     axes[0][0].set_ylabel("ICL accuracy")
     handles, labels = axes[0][-1].get_legend_handles_labels()
     seen = dict(zip(labels, handles))

@@ -383,6 +383,11 @@ def _load_hub(name: str, device: str, compatibility_mode: bool, boot: dict | Non
     # a spelling already in the Hugging Face cache first (the cache keeps gpt2 and openai-community/gpt2
     # apart), else the canonical id; only one network attempt is ever made
     load_as = next((n for n in hub_names(name) if _cached(n)), name)
+    if load_as != requested and Path(load_as).exists():   # the spelling actually passed to transformers
+        raise ModelLoadError(
+            f"{load_as!r} (the hub id of {requested!r}) also names {Path(load_as).resolve()} in the working directory, "
+            f"which transformers would load instead; pass path:{load_as} to load that folder, or run from another "
+            "directory to load the hub model")
     try:
         with quiet_loading():
             bridge = TransformerBridge.boot_transformers(load_as, **_boot_kwargs(device, boot))

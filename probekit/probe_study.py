@@ -150,7 +150,7 @@ def _plot_concept(rows: list[dict], concept: str, path: Path, model_id: str) -> 
     hooks = list(dict.fromkeys(r["hook"] for r in rows))
     probes = list(dict.fromkeys(r["probe"] for r in rows))
     x = np.arange(len(hooks))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(max(8, 0.55 * len(hooks) + 5), 3.8))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(max(9, 0.55 * len(hooks) + 6.5), 4.0), layout="constrained")
     get = lambda p, k: np.array([next(r[k] for r in rows if r["hook"] == h and r["probe"] == p) for h in hooks], float)  # noqa: E731
     for i, p in enumerate(probes):
         acc, sd = get(p, "accuracy"), get(p, "accuracy_std")
@@ -169,10 +169,16 @@ def _plot_concept(rows: list[dict], concept: str, path: Path, model_id: str) -> 
         ax.set_xticks(x)
         ax.set_xticklabels([_hook_label(h) for h in hooks], rotation=60, ha="right", fontsize=7)
         ax.set_xlabel("layer (hook)")
-    a.legend(fontsize=6, ncol=2)
-    b.legend(fontsize=7)
+    # legends outside the data: one below the panels
+    handles, labels = a.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=7, frameon=False)
     fig.suptitle(f"{model_id}: {concept} (n={rows[0]['n']}, {rows[0]['n_folds']} grouped folds)", fontsize=9)
-    save_figure(fig, path)
+    keys = ("accuracy", "accuracy_std", "control_accuracy", "selectivity", "shuffle_accuracy",
+            "random_direction_accuracy")
+    data = {"model": model_id, "concept": concept, "hooks": hooks, "chance": rows[0]["chance"], "n": rows[0]["n"],
+            "n_folds": rows[0]["n_folds"],
+            "series": {p: {k: get(p, k).tolist() for k in keys} for p in probes}}
+    save_figure(fig, path, data=data)
 
 
 def _word_inputs(ds, concepts, templates):

@@ -61,6 +61,7 @@ def test_toy_positive_control(toy_run_dir, tmp_path):
             assert r["truth_cosine"] >= 0.9, r
     for c in res["concepts"]:
         assert (out / f"{c}_probes.png").stat().st_size > 1000
+        assert json.loads((out / f"{c}_probes.json").read_text())["hooks"]       # the numbers beside the PNG
         assert res["best"][c]["hook"] == "blocks.0.hook_resid_pre"
     # the saved best probe loads with the right model and hook and decodes fresh prompts
     from probekit import load_probe

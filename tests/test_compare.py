@@ -76,11 +76,16 @@ def test_report_files_from_fake_sides(tmp_path):
         assert (tmp_path / name).is_file(), name
     md = (tmp_path / "report.md").read_text()
     assert "no steering module" in md and "What could not be measured" in md
-    # every verdict line names the measured value and the threshold fixed in advance
-    lines = [ln for ln in md.splitlines() if re.match(r"- H[1-6] [a-z -]+ \[", ln)]
-    assert len(lines) == 12
-    for ln in lines:
-        assert "threshold" in ln and ("PASS" in ln or "FAIL" in ln or "NOT MEASURED" in ln)
+    # each verdict once: one table row per hypothesis with its threshold and both sides' status and value
+    rows = [ln for ln in md.splitlines() if re.match(r"\| H[1-6] \|", ln)]
+    assert len(rows) == 6
+    for ln, h in zip(rows, HYPOTHESES):
+        assert h.describe_threshold() in ln and ln.count("**") == 4
+        for side in ("toy", "model"):
+            v = comp["verdicts"][h.id][side]
+            assert f"**{v['status']}**" in ln
+            if v["status"] != NOT_MEASURED:
+                assert f"{v['value']:.3f}" in ln
     data = json.loads((tmp_path / "comparison.json").read_text())
     assert data["verdicts"]["H2"]["model"]["value"] == pytest.approx(0.4)
     assert "<table>" in (tmp_path / "report.html").read_text()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -56,12 +57,14 @@ def test_demo_full_quick_on_tiny_gpt2(tmp_path, tiny_gpt2_dir, capsys):
     out = tmp_path / "demo"
     rc = main(["demo", "--model", f"path:{tiny_gpt2_dir}", "--quick", "--out", str(out), "--no-progress"])
     assert rc == 0
+    text = capsys.readouterr().out                     # the stages on stdout, with an estimate
+    assert re.search(r"\[1/3\] training the toy: 800 steps, about \d+ s here", text), text
+    assert "[2/3] measuring the six hypotheses" in text and "[3/3] report written" in text
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["complete"] is True and comp["meta"]["quick"] is True
     assert (out / "toy" / "run.json").is_file()                 # the demo trained its toy into OUT/toy
     assert comp["toy"]["identity"]["config"]["K"] == 4          # the --quick toy config
     assert all(comp["verdicts"][h]["model"]["status"] in ("PASS", "FAIL") for h in comp["verdicts"])
-    assert "report:" in capsys.readouterr().out
 
 
 def test_demo_rejects_bad_overrides_before_work(tmp_path, capsys):

@@ -5,6 +5,9 @@ Random streams (toy.runio.torch_stream(seed, purpose)): "dictionary", "init", "t
 """
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,8 +17,8 @@ from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhe
 
 from toy.api import ToyRun
 from toy.config import ConfigError
-from toy.runio import (RunWriter, atomic_write_json, load_run_tensors, load_state, read_run_config, read_run_metrics,
-                       save_tensors, torch_stream)
+from toy.runio import (RunError, RunWriter, atomic_write_json, load_run_tensors, load_state, load_tensors,
+                       read_run_config, read_run_metrics, save_tensors, torch_stream)
 
 from . import metrics as M
 from .config import ConceptConfig
@@ -46,23 +49,126 @@ def _forward_train(model, inputs):
     return f, store["p"][:, :, -1, :].mean(1)
 
 
+# --- checkpoints: an interrupted training resumes where it stopped -----------------------------
+# With an output directory, training state (weights, optimizer, random stream, step, history) is saved
+# every CHECKPOINT_EVERY_S seconds to a hidden folder beside it (`.NAME.checkpoint`); training the same
+# config into the same place again resumes from there, with results identical to an uninterrupted run.
+# The folder is removed once the run is complete. Safetensors + JSON, no pickle.
+CHECKPOINT_EVERY_S = 30.0
+_STATE = "state.json"
+
+
+def checkpoint_dir(out_dir) -> Path:
+    p = Path(out_dir).resolve()
+    return p.parent / f".{p.name}.checkpoint"
+
+
+def _ckpt_state(ckpt: Path, cfg: ConceptConfig) -> dict | None:
+    try:
+        state = json.loads((ckpt / _STATE).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(state, dict) and state.get("config") == json.loads(json.dumps(cfg.to_dict()))
+          and (ckpt / str(state.get("tensors", ""))).is_file())
+    return state if ok else None
+
+
+def checkpoint_step(out_dir, cfg: ConceptConfig) -> int | None:
+    """The step an interrupted training of `cfg` into `out_dir` would resume from (None: none)."""
+    state = _ckpt_state(checkpoint_dir(out_dir), cfg)
+    return int(state["step"]) if state else None
+
+
+def _opt_tensors(opt) -> tuple[dict, dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{idx}.{k}"] = v
+            else:
+                scalars[f"{idx}.{k}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _load_opt(opt, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for name, v in tensors.items():
+        if name.startswith("opt."):
+            _, idx, k = name.split(".", 2)
+            state.setdefault(int(idx), {})[k] = v
+    for key, v in meta["scalars"].items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def _save_checkpoint(ckpt: Path, cfg, step, model, opt, g, history, acc, n_acc, data_state) -> None:
+    from toy.runio import atomic_write_bytes
+
+    ckpt.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    ot, ometa = _opt_tensors(opt)
+    tensors.update(ot)
+    tensors["rng"] = g.get_state()
+    if data_state.get("perm") is not None:
+        tensors["perm"] = data_state["perm"]
+    name = f"state-{step}.safetensors"
+    save_tensors(ckpt / name, tensors)
+    state = {"config": cfg.to_dict(), "step": step, "tensors": name, "history": dict(history), "acc": dict(acc),
+             "n_acc": n_acc, "optimizer": ometa, "data": {k: v for k, v in data_state.items() if k != "perm"}}
+    atomic_write_bytes(ckpt / _STATE, json.dumps(state).encode())    # written last: names the tensors
+    for old in ckpt.glob("state-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
 def train(cfg: ConceptConfig, out_dir=None, progress: bool = True, overwrite: bool = False) -> ToyRun:
-    """Train the concept-ICL toy. With `out_dir`, write a complete run directory atomically."""
+    """Train the concept-ICL toy. With `out_dir`, write a complete run directory atomically; an
+    interrupted training of the same config into the same `out_dir` resumes from its checkpoint."""
     if not isinstance(cfg, ConceptConfig):
         raise ConfigError(f"the concept setting needs a ConceptConfig, got {type(cfg).__name__}")
     cfg.validate()
     writer = RunWriter(out_dir, overwrite=overwrite) if out_dir is not None else None  # refuses early
     if writer is None:
         return _train(cfg, progress)
+    ckpt = checkpoint_dir(out_dir)
     with writer:
-        run = _train(cfg, progress)
+        run = _train(cfg, progress, ckpt)
         save_run(run, writer.path)
         writer.finish(setting=SETTING_NAME, config=cfg.to_dict(), extra={"arch": cfg.arch})
     run.path = writer.target
+    shutil.rmtree(ckpt, ignore_errors=True)
     return run
 
 
-def _train(cfg: ConceptConfig, progress: bool) -> ToyRun:
+def estimate_seconds(cfg: ConceptConfig, n_steps: int = 4) -> float:
+    """A rough estimate of training time here: a few timed steps and one logging pass, extrapolated."""
+    dic = make_dictionary(cfg)
+    model = build_model(cfg)
+    tasks = id_tasks(cfg)
+    test_tasks, L_test, sigma_test = test_distribution(cfg)
+    g = torch.Generator().manual_seed(0)
+    test_log = sample_prompts(cfg, dic, test_tasks, cfg.n_test_log, L_test, g, sigma_test)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    batch = sample_prompts(cfg, dic, tasks, cfg.batch_size, cfg.L_train, g)
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        f, _row = _forward_train(model, batch.inputs)
+        loss = F.softplus(-batch.target * f).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    per_step = (time.perf_counter() - t0) / n_steps
+    t0 = time.perf_counter()
+    model.eval()
+    M.evaluate(model, test_log, cfg.K)
+    per_log = time.perf_counter() - t0
+    T = cfg.total_steps
+    return T * per_step + (T / cfg.log_every + 1) * per_log
+
+
+def _train(cfg: ConceptConfig, progress: bool, ckpt: Path | None = None) -> ToyRun:
     K = cfg.K
     dic = make_dictionary(cfg)
     model = build_model(cfg)
@@ -80,24 +186,47 @@ def _train(cfg: ConceptConfig, progress: bool) -> ToyRun:
         opt = torch.optim.SGD(params, lr=cfg.lr)
     g = torch_stream(cfg.seed, "batches")
     T = cfg.total_steps
+    # the data order's state, so that a checkpoint can resume it exactly: the epoch permutation and
+    # the position in it (finite data); online batches come from `g` alone
+    data_state: dict = {"epoch": 0, "i": 0, "perm": None}
+    history: dict[str, list] = defaultdict(list)
+    acc = defaultdict(float)
+    step0, n_acc = 0, 0
+    resume = _ckpt_state(ckpt, cfg) if ckpt is not None else None
+    if resume is not None:
+        try:
+            t = load_tensors(ckpt / resume["tensors"])
+        except RunError:      # a damaged checkpoint (e.g. killed mid-write by a full disk): train from step 0
+            resume = None
+    if resume is not None:
+        model.load_state_dict({k[len("model."):]: v for k, v in t.items() if k.startswith("model.")})
+        _load_opt(opt, t, resume["optimizer"])
+        g.set_state(t["rng"])
+        data_state.update(resume["data"], perm=t.get("perm"))
+        history.update({k: list(v) for k, v in resume["history"].items()})
+        acc.update(resume["acc"])
+        step0, n_acc = int(resume["step"]), int(resume["n_acc"])
+        if progress:
+            print(f"resuming the toy training from its checkpoint at step {step0} of {T} ({ckpt})")
     if cfg.finite_data:
         train_set = sample_prompts(cfg, dic, train_tasks, cfg.n_train, cfg.L_train, torch_stream(cfg.seed, "train_set"))
         per_epoch = -(-cfg.n_train // cfg.batch_size)
 
         def batches():
-            for _ in range(cfg.epochs):
-                perm = torch.randperm(cfg.n_train, generator=g)
-                for i in range(per_epoch):
-                    yield train_set.subset(perm[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+            while data_state["epoch"] < cfg.epochs:
+                if data_state["perm"] is None:
+                    data_state["perm"] = torch.randperm(cfg.n_train, generator=g)
+                perm, i = data_state["perm"], data_state["i"]
+                data_state["i"] += 1
+                if data_state["i"] >= per_epoch:
+                    data_state.update(epoch=data_state["epoch"] + 1, i=0, perm=None)
+                yield train_set.subset(perm[i * cfg.batch_size:(i + 1) * cfg.batch_size])
     else:
         per_epoch = None
 
         def batches():
             while True:
                 yield sample_prompts(cfg, dic, train_tasks, cfg.batch_size, cfg.L_train, g)
-
-    history: dict[str, list] = defaultdict(list)
-    acc = defaultdict(float)
 
     def log(step: int, n_acc: int) -> None:
         model.eval()
@@ -124,7 +253,7 @@ def _train(cfg: ConceptConfig, progress: bool) -> ToyRun:
         acc["error"] += st["error"]
         acc["correct_attention"] += float((row[:, :L] * batch.demo_match.float()).sum(-1).mean())
 
-    bar = tqdm(total=T, desc=f"concept seed {cfg.seed}", disable=not progress, leave=False)
+    bar = tqdm(total=T, desc=f"concept seed {cfg.seed}", disable=not progress, leave=False, initial=step0)
     it = batches()
     model.train()
     if T == 0:
@@ -132,8 +261,8 @@ def _train(cfg: ConceptConfig, progress: bool) -> ToyRun:
         with torch.no_grad():
             step_stats(batch, *_forward_train(model, batch.inputs))
         log(0, 1)
-    n_acc = 0
-    for step in range(1, T + 1):
+    last_save = time.monotonic()
+    for step in range(step0 + 1, T + 1):
         batch = next(it)
         f, row = _forward_train(model, batch.inputs)
         loss = F.softplus(-batch.target * f).mean()
@@ -151,6 +280,9 @@ def _train(cfg: ConceptConfig, progress: bool) -> ToyRun:
             bar.set_postfix(loss=f"{history['test_loss'][-1]:.3f}", err=f"{history['test_error'][-1]:.3f}",
                             attn=f"{history['test_correct_attention'][-1]:.3f}")
         bar.update(1)
+        if ckpt is not None and step < T and time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
+            _save_checkpoint(ckpt, cfg, step, model, opt, g, history, acc, n_acc, data_state)
+            last_save = time.monotonic()
     bar.close()
     model.eval()
     final = final_metrics(model, cfg, dic, test, noise, bayes, history)
