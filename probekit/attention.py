@@ -43,6 +43,8 @@ __all__ = ["correct_attention", "correct_attention_from_rows", "top_heads", "pre
 
 EPS = 1e-9
 _PARTS = ("word", "label", "all")
+# the position selector (probekit.positions) of each attention source row
+_SOURCE_POSITION = {"query": "query", "final": "last"}
 
 
 def _pattern_hook(layer: int) -> str:
@@ -113,50 +115,33 @@ def correct_attention_from_rows(rows: Any, demo_keys: Sequence[Sequence[Sequence
 
 # ---------------------------------------------------------------------------------- model runs
 def _run_rows(lm: Any, prompts: Any, sources: dict[str, Any], layers: list[int], batch_size: int,
-              progress: bool, desc: str):
-    """Forward passes capturing, per layer, the pattern rows at per-prompt source positions.
+              progress: bool, desc: str, patterns: Mapping[str, Any] | None = None):
+    """Attention rows of every requested layer at each source's position, from one forward pass
+    (:func:`probekit.extract.extract_many`), or from ``patterns`` already extracted.
 
-    ``sources``: name -> callable(prompt index) -> position (row index into the pattern's query axis).
-    Returns (prep, {source: array [n, L, H, K]})."""
-    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
-
-    from .extract import iter_batches, prepare
+    ``sources``: name -> position selector (``"query"``, ``"last"``, or the toy's query row).
+    ``patterns``: optional name -> Activations holding ``blocks.L.attn.hook_pattern`` at that position
+    (e.g. from the comparison's shared forward). Returns (prep, {source: array [n, L, H, K]})."""
+    from .extract import extract_many, prepare
 
     prep = prepare(lm, prompts, "last")
-    K = int(prep.lengths.max()) if prep.kind == "transformer" else None
-    out: dict[str, np.ndarray] = {}
-    bar = tqdm(total=prep.n, desc=desc, unit="prompt", disable=not progress)
-    try:
-        for info, x, kw in iter_batches(lm, prep, batch_size):
-            got: dict[tuple[str, int], torch.Tensor] = {}
-
-            def make(layer: int):
-                def fn(pattern: torch.Tensor, hook: Any) -> None:
-                    b = pattern.shape[0]
-                    rows_idx = torch.arange(b, device=pattern.device)
-                    for s, pos_of in sources.items():
-                        pos = torch.as_tensor([pos_of(int(i)) for i in info.index], device=pattern.device)
-                        sel = pattern[rows_idx, :, pos, :].detach().float().cpu()   # [b, H, K_batch]
-                        got[(s, layer)] = sel
-                    return None
-                return fn
-
-            hooks = [(_pattern_hook(layer), make(layer)) for layer in layers]
-            with torch.no_grad(), lm.model.hooks(fwd_hooks=hooks):
-                if lm.kind == "transformer":
-                    lm.model(x, return_type=None, **kw)
-                else:
-                    lm.model(x, **kw)
-            for s in sources:
-                per_layer = [got[(s, layer)] for layer in layers]
-                arr = torch.stack(per_layer, 1).numpy()          # [b, L, H, K_batch]
-                if s not in out:
-                    kk = K if K is not None else arr.shape[-1]
-                    out[s] = np.zeros((prep.n,) + arr.shape[1:3] + (kk,), dtype=np.float64)
-                out[s][info.index, ..., : arr.shape[-1]] = arr
-            bar.update(len(info.index))
-    finally:
-        bar.close()
+    hooks = [_pattern_hook(layer) for layer in layers]
+    patterns = dict(patterns or {})
+    todo = {s: (hooks, pos) for s, pos in sources.items() if s not in patterns}
+    if todo:
+        patterns.update(extract_many(lm, prep, todo, batch_size=batch_size, progress=progress))
+    out = {}
+    for s in sources:
+        acts = patterns[s]
+        missing = [h for h in hooks if h not in acts]
+        if missing:
+            raise DataError(f"patterns[{s!r}] lacks {missing[:3]}; extract 'pattern' hooks of every layer at the "
+                            f"{s} position")
+        arr = np.stack([np.asarray(acts[h], dtype=np.float64) for h in hooks], 1)   # [n, L, H, K]
+        if arr.ndim != 4 or arr.shape[0] != prep.n:
+            raise DataError(f"patterns[{s!r}] has shape {arr.shape[:1] + arr.shape[2:]} per layer; expected one "
+                            f"row per prompt ({prep.n}) at a single position")
+        out[s] = arr
     return prep, out
 
 
@@ -190,7 +175,8 @@ def _icl_structure(prompts: Sequence[Any], encoded: Sequence[Any]) -> list[dict[
 
 def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None,
                       sources: Sequence[str] = ("query", "final"), batch_size: int | None = None,
-                      progress: bool = True) -> dict[str, Any]:
+                      progress: bool = True, patterns: Mapping[str, Any] | None = None,
+                      prepared: Any = None) -> dict[str, Any]:
     """Correct-attention metrics for every layer and head (definitions in the module docstring).
 
     lm     a ``probekit.models.LoadedModel`` (transformer or toy)
@@ -198,6 +184,11 @@ def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None
            toy: a ``toy.ProbeBatch`` (uses ``demo_match``, ``demo_key_pos``, ``query_row``)
     layers default all layers; sources: subset of ("query", "final") (toys: only "query")
     batch_size prompts per forward (default 16 for transformers, 1024 for toys)
+    patterns   optional ``{source: Activations}`` with ``blocks.L.attn.hook_pattern`` of every layer at
+               that source's position (``"query"`` / ``"last"``; toys: the query row), taken from a
+               forward shared with other measurements (:func:`probekit.extract.extract_many`); no
+               forward pass is run for those sources
+    prepared   optional :func:`probekit.extract.prepare` result for ``data`` (no new tokenisation)
 
     Returns ``{"kind", "model", "n_prompts", "layers", "n_heads", "sources", "parts",
     <source>: {<metric>: ...}}`` where for transformers each source holds, for each part p in
@@ -231,7 +222,7 @@ def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None
         if match.ndim != 2 or match.shape[1] != len(keys):
             raise DataError(f"demo_match has shape {match.shape} but there are {len(keys)} demo_key_pos")
         qrow = int(data.query_row)
-        prep, rows = _run_rows(lm, data, {"query": lambda i: qrow}, layers, batch_size, progress, "attention")
+        prep, rows = _run_rows(lm, data, {"query": qrow}, layers, batch_size, progress, "attention", patterns)
         n = prep.n
         res = correct_attention_from_rows(rows["query"], [keys] * n, match)
         res["correct_attention"] = res["mass_match"]
@@ -243,10 +234,14 @@ def correct_attention(lm: Any, data: Any, *, layers: Sequence[int] | None = None
         raise DataError("no prompts given")
     from .extract import prepare
 
-    encoded = prepare(lm, prompts, "last").encoded  # checks lengths / tokenizer before any work
-    struct = _icl_structure(prompts, encoded)
-    pos_fns = {s: (lambda i, s=s: struct[i][s]) for s in sources}
-    prep, rows = _run_rows(lm, prompts, pos_fns, layers, batch_size, progress, "attention")
+    prep = prepare(lm, prepared if prepared is not None else prompts, "last")  # checks lengths / tokenizer first
+    struct = _icl_structure(prompts, prep.encoded)
+    prep, rows = _run_rows(lm, prep, {s: _SOURCE_POSITION[s] for s in sources}, layers, batch_size, progress,
+                           "attention", patterns)
+    for s in sources:   # the source rows are the ICL structure's positions
+        want = np.array([st[s] for st in struct])
+        if not np.array_equal(prep.with_position(_SOURCE_POSITION[s]).positions[:, 0], want):
+            raise DataError(f"source {s!r}: the {_SOURCE_POSITION[s]!r} position differs from the prompts' ICL structure")
     result.update({"n_prompts": prep.n, "sources": list(sources), "parts": list(_PARTS)})
     match = [st["match"] for st in struct]
     for s in sources:
@@ -346,21 +341,20 @@ def prefix_matching_scores(lm: Any, seq_len: int = 25, n: int = 16, seed: int = 
     total = np.zeros((L, H))
     from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
+    from .extract import BatchInfo, run_batch
+
+    dev = next(lm.model.parameters()).device
+    hooks = [_pattern_hook(layer) for layer in range(L)]
+    rows_q, keys_k = off + seq_len + idx, off + idx + 1
+
+    def pick(t: torch.Tensor, info: Any) -> torch.Tensor:
+        return t[:, :, rows_q, keys_k].double().cpu()          # [b, H, seq_len]
     for s in tqdm(range(0, n, batch_size), desc="prefix-matching", disable=not progress):
         x = toks[s:s + batch_size]
-        got: dict[int, np.ndarray] = {}
-
-        def make(layer: int):
-            def fn(pattern: torch.Tensor, hook: Any) -> None:
-                got[layer] = pattern[:, :, off + seq_len + idx, off + idx + 1].detach().double().cpu().numpy()
-                return None
-            return fn
-
-        hooks = [(_pattern_hook(layer), make(layer)) for layer in range(L)]
-        with torch.no_grad(), lm.model.hooks(fwd_hooks=hooks):
-            lm.model(x.to(next(lm.model.parameters()).device), return_type=None)
+        info = BatchInfo(np.arange(s, s + len(x)), np.full(len(x), x.shape[1]), None)
+        got = run_batch(lm, None, hooks, info, x.to(dev), {}, check_finite=False, select={h: pick for h in hooks})
         for layer in range(L):
-            total[layer] += got[layer].sum(axis=(0, 2))   # [b, H, seq_len] -> [H]
+            total[layer] += got[hooks[layer]].numpy().sum(axis=(0, 2))   # [b, H, seq_len] -> [H]
     return total / (n * seq_len)
 
 
@@ -424,7 +418,8 @@ def save_correct_attention(result: Mapping[str, Any], out_dir: str | Path, *, pr
 
 def demo_attention(lm: Any, data: Any, *, source: str = "final", part: str = "word",
                    layers: Sequence[int] | None = None, batch_size: int | None = None,
-                   progress: bool = False) -> dict[str, Any]:
+                   progress: bool = False, patterns: Mapping[str, Any] | None = None,
+                   prepared: Any = None) -> dict[str, Any]:
     """Per-prompt attention mass on each demonstration, for every layer and head, from one source row.
 
     The raw material of the calibrated correct-attention test (`probekit.calibration`): its permutation
@@ -433,6 +428,9 @@ def demo_attention(lm: Any, data: Any, *, source: str = "final", part: str = "wo
     transformer: ``data`` ICL ``Prompt`` s with the same number k of demonstrations; ``source`` "final"
     (the prediction position) or "query" (last token of the query word); ``part`` "word" (the demo words'
     tokens), "label" or "all". toy: a ``ProbeBatch``; the source is its ``query_row`` (its prediction row).
+
+    ``patterns`` / ``prepared``: as in :func:`correct_attention` (rows from a shared forward, no new
+    tokenisation).
 
     Returns ``{"mass": [n, L, H, k], "match": [n, k] bool, "layers": [...], "source", "part"}``.
     """
@@ -446,7 +444,7 @@ def demo_attention(lm: Any, data: Any, *, source: str = "final", part: str = "wo
         match = np.asarray(data.demo_match, dtype=bool)
         keys = [int(k) for k in data.demo_key_pos]
         qrow = int(data.query_row)
-        _, rows = _run_rows(lm, data, {"query": lambda i: qrow}, layers, batch_size, progress, "attention")
+        _, rows = _run_rows(lm, data, {"query": qrow}, layers, batch_size, progress, "attention", patterns)
         mass = rows["query"][..., keys]                                   # [n, L, H, k]
         return {"mass": mass, "match": match, "layers": layers, "source": "query", "part": "all"}
     if source not in ("final", "query"):
@@ -458,14 +456,14 @@ def demo_attention(lm: Any, data: Any, *, source: str = "final", part: str = "wo
         raise DataError("no prompts given")
     from .extract import prepare
 
-    encoded = prepare(lm, prompts, "last").encoded
-    struct = _icl_structure(prompts, encoded)
+    prep = prepare(lm, prepared if prepared is not None else prompts, "last")
+    struct = _icl_structure(prompts, prep.encoded)
     ks = {len(st["match"]) for st in struct}
     if len(ks) != 1:
         raise DataError(f"prompts have different numbers of demonstrations ({sorted(ks)}); use one k")
     k = ks.pop()
-    _, rows = _run_rows(lm, prompts, {source: (lambda i: struct[i][source])}, layers, batch_size, progress,
-                        "attention")
+    _, rows = _run_rows(lm, prep, {source: _SOURCE_POSITION[source]}, layers, batch_size, progress,
+                        "attention", patterns)
     R = rows[source]
     n = R.shape[0]
     mass = np.zeros(R.shape[:3] + (k,))

@@ -13,7 +13,7 @@ Data parallel (one store, many writers)::
 * rank 0 opens the store (checks an existing manifest against the request, or writes a new one) and
   lists the shards still missing; the list is broadcast, so every rank sees the same plan;
 * the pending shards are dealt round-robin (``pending[rank::world]``); each rank writes only its own
-  shards (atomic files, ``probekit.store.run_shards``, the same loop a single process runs);
+  shards (atomic files, ``probekit.extract.run_shards``, the same loop a single process runs);
 * after a barrier rank 0 checks that every shard is on disk and completes the manifest;
 * a rerun (any world size) recomputes only the shards that are missing, e.g. those of a killed rank.
 
@@ -244,8 +244,8 @@ def extract_store(lm: Any, prompts: Any, hooks: Any, position: Any, store_dir: A
 
     from .extract import prepare
     from .hooks import resolve_hooks
-    from .store import (mark_complete, open_store, pending_shards, read_store_manifest, run_shards, shard_path,
-                        store_request)
+    from .extract import run_shards
+    from .store import mark_complete, open_store, pending_shards, read_store_manifest, shard_path, store_request
 
     ctx = ctx or DistContext()
     names = resolve_hooks(lm.model, hooks)

@@ -12,11 +12,12 @@
 * Label-shuffle baseline: labels permuted across examples, same probe, grouped folds.
 * Random-direction baseline: project on random unit directions (one per class, one for binary) and
   fit a logistic read-out on the projections; it does not depend on the probe, so every probe row of
-  a hook carries the same value.
+  a hook carries the same value. All hooks x folds are one batched solve (``fast=False``: one
+  scikit-learn fit per fold).
 * `truth_cosine` (toy models): cosine between each fold's probe direction (unit, oriented towards
   class 1) and the true concept direction, averaged over folds; only where widths match.
-* Accuracy / AUROC (sklearn metrics; one-vs-rest macro AUROC for multi-class) are averaged over the
-  held-out folds, `*_std` is their spread (population std over folds).
+* Accuracy / AUROC (rank-based AUROC, equal to scikit-learn's ``roc_auc_score``; one-vs-rest macro
+  AUROC for multi-class) are averaged over the held-out folds, `*_std` is their spread (population std over folds).
 
 Logistic probes for all hooks x folds x {task, control, shuffle} are fitted in one batched torch
 Newton-CG solve (`probekit.fast_logistic`); `fast=False` uses a scikit-learn loop instead. Both fit
@@ -165,17 +166,29 @@ def default_layer_of(hook: str):
     return None
 
 
-def _auroc(y, scores, k) -> float:
-    from sklearn.metrics import roc_auc_score
+def _binary_auroc(pos, scores) -> float:
+    """Rank-based AUROC (Mann-Whitney U / (n+ n-), ties counted half), = sklearn's roc_auc_score."""
+    from scipy.stats import rankdata
 
+    pos = np.asarray(pos, dtype=bool)
+    n1 = int(pos.sum())
+    n0 = len(pos) - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((r[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def _auroc(y, scores, k) -> float:
+    """AUROC of held-out scores: binary, or one-vs-rest macro over k classes (probability scores [n, k]);
+    NaN when a class is missing from `y`. Rank-based (no per-call scikit-learn validation)."""
+    y = np.asarray(y)
     if len(np.unique(y)) < k:
         return float("nan")
-    try:
-        if k == 2:
-            return float(roc_auc_score(y, scores))
-        return float(roc_auc_score(y, scores, multi_class="ovr", labels=np.arange(k)))
-    except ValueError:
-        return float("nan")
+    if k == 2:
+        return _binary_auroc(y == 1, np.asarray(scores).reshape(-1))
+    S = np.asarray(scores)
+    return float(np.mean([_binary_auroc(y == c, S[:, c]) for c in range(k)]))
 
 
 def _softmax(s):
@@ -184,20 +197,64 @@ def _softmax(s):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def random_direction_accuracy(X, y, folds, seed: int = 0) -> float:
-    """Mean held-out accuracy of a logistic read-out of projections on random unit directions."""
-    from sklearn.linear_model import LogisticRegression
-
+def _random_projections(X, y, folds, seed: int):
+    """Per fold: the projections of X on that fold's random unit directions, standardised with the
+    training rows (the draws of ``default_rng([seed, 3])`` in fold order)."""
     k = int(y.max()) + 1
     m = 1 if k == 2 else k
     rng = np.random.default_rng([int(seed), 3])
-    accs = []
-    for tr, te in folds:
+    out = []
+    for tr, _ in folds:
         R = rng.normal(size=(X.shape[1], m))
         R /= np.linalg.norm(R, axis=0, keepdims=True)
         Z = X @ R
         mu, sd = standardizer(Z[tr])
-        Z = (Z - mu) / sd
+        out.append((Z - mu) / sd)
+    return out
+
+
+def random_direction_accuracies(acts: dict, y, folds, seed: int = 0, device=None) -> dict:
+    """Random-direction baseline for every hook: mean held-out accuracy of an L2 logistic read-out
+    (C = 1) of the projections on random unit directions (one per class, one for binary), all hooks x
+    folds in one batched solve (:mod:`probekit.fast_logistic`)."""
+    import torch
+
+    from .fast_logistic import fit_logistic_batched
+
+    y = np.asarray(y)
+    k = int(y.max()) + 1
+    hooks = list(acts)
+    if not hooks:
+        return {}
+    Z = [z for h in hooks for z in _random_projections(np.asarray(acts[h], dtype=np.float64), y, folds, seed)]
+    n, F = len(y), len(folds)
+    W = np.zeros((len(hooks) * F, 1, n), dtype=np.float32)
+    for g in range(len(hooks)):
+        for f, (tr, _) in enumerate(folds):
+            W[g * F + f, 0, tr] = 1.0
+    Xs = torch.from_numpy(np.stack(Z).astype(np.float32))
+    Y = torch.from_numpy(np.broadcast_to(y, (len(Z), 1, n)).astype(np.int64))
+    coef, b = fit_logistic_batched(Xs, Y, torch.from_numpy(W), n_classes=k, C=1.0, max_iter=100, device=device)
+    coef, b = coef.cpu().double().numpy()[:, 0], b.cpu().double().numpy()[:, 0]     # [G, k', m], [G, k']
+    out = {}
+    for gi, h in enumerate(hooks):
+        accs = []
+        for f, (_, te) in enumerate(folds):
+            j = gi * F + f
+            s = Z[j][te] @ coef[j].T + b[j]
+            pred = (s[:, 0] > 0).astype(int) if k == 2 else s.argmax(1)
+            accs.append(float((pred == y[te]).mean()))
+        out[h] = float(np.mean(accs))
+    return out
+
+
+def random_direction_accuracy(X, y, folds, seed: int = 0) -> float:
+    """Mean held-out accuracy of a logistic read-out of projections on random unit directions
+    (the scikit-learn reference of :func:`random_direction_accuracies`, one fit per fold)."""
+    from sklearn.linear_model import LogisticRegression
+
+    accs = []
+    for (tr, te), Z in zip(folds, _random_projections(X, y, folds, seed)):
         lr = LogisticRegression(C=1.0, max_iter=500).fit(Z[tr], y[tr])
         accs.append(float((lr.predict(Z[te]) == y[te]).mean()))
     return float(np.mean(accs))
@@ -226,18 +283,20 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
     by_width: dict[int, list[str]] = {}
     for h, X in acts.items():
         by_width.setdefault(X.shape[1], []).append(h)
-    std = {}
-    for h, X in acts.items():
-        X = np.asarray(X, dtype=np.float64)
-        mu, sd = standardizer(X)
-        std[h] = ((X - mu) / sd, mu, sd)
     if fast:
         import torch
 
         from .fast_logistic import fit_logistic_batched
 
         for width, hooks in by_width.items():
-            Xs = np.stack([std[h][0] for h in hooks]).astype(np.float32)            # [G, n, d]
+            # standardised straight into one float32 block [G, n, d] (statistics in float64)
+            Xs = np.empty((len(hooks), n, width), dtype=np.float32)
+            std = {}
+            for gi, h in enumerate(hooks):
+                X = np.asarray(acts[h])
+                mu, sd = standardizer(X.astype(np.float64, copy=False))
+                np.divide(np.subtract(X, mu.astype(np.float32), dtype=np.float32), sd.astype(np.float32), out=Xs[gi])
+                std[h] = (Xs[gi], mu, sd)
             Y = np.broadcast_to(label_sets[:, None, :], (T, F, n)).reshape(T * F, n)
             W = train.reshape(T * F, n)
             G = len(hooks)
@@ -257,7 +316,9 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
             tqdm = None
         it = acts if not (progress and tqdm) else tqdm(list(acts), desc="sklearn logistic")
         for h in it:
-            Z = std[h][0]
+            X = np.asarray(acts[h], dtype=np.float64)
+            mu, sd = standardizer(X)
+            Z = (X - mu) / sd
             d = Z.shape[1]
             m = 1 if k == 2 else k
             coef = np.zeros((T, F, m, d))
@@ -266,7 +327,7 @@ def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes
                 for f, (tr, _) in enumerate(folds[t]):
                     lr = LogisticRegression(C=C, max_iter=1000).fit(Z[tr], label_sets[t, tr])
                     coef[t, f], b[t, f] = lr.coef_, lr.intercept_
-            out[h] = _score_linear(std[h], label_sets, folds, coef, b, k)
+            out[h] = _score_linear((Z, mu, sd), label_sets, folds, coef, b, k)
     return out
 
 
@@ -376,13 +437,15 @@ def layer_sweep(acts: dict, labels, groups, probes: Iterable[str] = PROBE_NAMES,
         it = tqdm(hooks, desc=f"probing {concept}", disable=not progress)
     except ImportError:  # pragma: no cover
         it = hooks
-    rand = {}
     for h in it:
         for name in probes:
             if name != "logistic":
                 params = {"shrinkage": shrinkage} if name == "lda" else {}
                 results[(h, name)] = _cv_probe(name, acts[h], label_sets, all_folds, k, params)
-        rand[h] = random_direction_accuracy(acts[h], y, folds, seed)
+    if fast:
+        rand = random_direction_accuracies(acts, y, folds, seed, device=device)
+    else:
+        rand = {h: random_direction_accuracy(acts[h], y, folds, seed) for h in hooks}
 
     rows = []
     for h in hooks:

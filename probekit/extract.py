@@ -31,90 +31,12 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .activations import Activations
 from .errors import ActivationError, DataError, PositionError
 from .hooks import is_attention_hook, resolve_hooks
 from .positions import EncodedPrompt, PositionRule, encode_prompts, parse_position, select_positions
 
 FwdHooks = Sequence[tuple[str, Callable]] | Callable[["BatchInfo"], Sequence[tuple[str, Callable]]] | None
-
-
-@dataclass
-class Activations:
-    """Extracted activations.
-
-    acts       hook name -> float32 array: [n, d] (one position per prompt), [n, p, d] (several),
-               attention patterns/scores [n, n_heads, n_keys] (or [n, p, n_heads, n_keys]); keys are
-               padded with zeros to the longest prompt (causal rows are zero there anyway)
-    meta       model identity, hooks (and `canonical_hooks`: the bridge's canonical name of each),
-               position rule, data hash, library versions, n, ...
-    positions  token position selected in each prompt: [n] for a single-position rule, [n, p] for
-               several (transformer models), else None
-
-    Index it the way TransformerLens indexes a cache: ``acts["blocks.2.hook_resid_post"]``,
-    ``acts["resid_post", 2]``, ``acts["resid_post:2"]``, ``acts[2]`` (resid_post of layer 2) or the
-    bridge's canonical name ``acts["blocks.2.hook_out"]`` all give the same array.
-    """
-
-    acts: dict[str, np.ndarray]
-    meta: dict[str, Any]
-    positions: np.ndarray | None = None
-
-    def resolve(self, key: Any) -> str:
-        """The extracted hook name `key` means (HookError listing the extracted hooks otherwise)."""
-        from .hooks import resolve_extracted
-
-        return resolve_extracted(key, list(self.acts), self.meta.get("canonical_hooks"),
-                                 (self.meta.get("model") or {}).get("n_layers"))
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        if isinstance(key, str) and key in self.acts:
-            return self.acts[key]
-        return self.acts[self.resolve(key)]
-
-    def __contains__(self, key: Any) -> bool:
-        from .errors import HookError
-
-        try:
-            self.resolve(key)
-        except HookError:
-            return False
-        return True
-
-    def __iter__(self):
-        return iter(self.acts)
-
-    def __len__(self) -> int:
-        return len(self.acts)
-
-    def keys(self):
-        return self.acts.keys()
-
-    def items(self):
-        return self.acts.items()
-
-    def to_dict(self) -> dict[str, np.ndarray]:
-        """{hook name: float32 array} (a new dict; the arrays are shared, not copied)."""
-        return dict(self.acts)
-
-    def __repr__(self) -> str:
-        from .display import activations_repr
-        return activations_repr(self)
-
-    def _repr_html_(self) -> str:
-        from .display import activations_html
-        return activations_html(self)
-
-    @property
-    def hooks(self) -> list[str]:
-        return list(self.acts)
-
-    @property
-    def n(self) -> int:
-        return int(self.meta.get("n", 0))
-
-    def stacked(self, hooks: Sequence[str] | None = None) -> np.ndarray:
-        """[n_hooks, n, ...] stack of the given hooks (default: all, in extraction order)."""
-        return np.stack([self[h] for h in (hooks or self.hooks)])
 
 
 @dataclass
@@ -145,6 +67,20 @@ class Prepared:
     toy_inputs: torch.Tensor | None = None         # toy
     prepend_bos: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    prompts: Any = None                            # the prompts as given (Prompt list / ProbeBatch / tensor)
+
+    def with_position(self, position: Any) -> "Prepared":
+        """The same encoded prompts under another position rule (no new tokenisation)."""
+        from dataclasses import replace
+
+        rule = parse_position(position)
+        if rule == self.rule:
+            return self
+        if self.kind == "toy":
+            rule.toy_positions(int(self.toy_inputs.shape[1]))
+            return replace(self, rule=rule)
+        pos = np.asarray(select_positions(rule, self.encoded), dtype=np.int64)
+        return replace(self, rule=rule, positions=pos)
 
 
 class _Stop(Exception):
@@ -186,13 +122,20 @@ def _toy_inputs(prompts: Any) -> torch.Tensor:
 
 
 def prepare(lm: Any, prompts: Any, position: Any = "last") -> Prepared:
-    """Encode prompts and check the position rule for every prompt, before any forward pass."""
+    """Encode prompts and check the position rule for every prompt, before any forward pass.
+
+    ``prompts`` may be a :class:`Prepared` already (tokenisation happens once per prompt set: pass the
+    prepared object on to :func:`extract`, :func:`forward_logits`, attention and steering)."""
+    if isinstance(prompts, Prepared):
+        if prompts.kind != lm.kind:
+            raise DataError(f"these prompts were prepared for a {prompts.kind} model, not a {lm.kind} model")
+        return prompts.with_position(position)
     rule = parse_position(position)
     if lm.kind == "toy":
         x = _toy_inputs(prompts)
         rule.toy_positions(int(x.shape[1]))  # raises PositionError for rules toys cannot honour
         return Prepared(kind="toy", n=int(x.shape[0]), rule=rule, data_hash=prompts_hash(x), toy_inputs=x,
-                        lengths=np.full(int(x.shape[0]), int(x.shape[1])))
+                        lengths=np.full(int(x.shape[0]), int(x.shape[1])), prompts=prompts)
     if isinstance(prompts, (str, torch.Tensor)) or hasattr(prompts, "inputs"):
         raise DataError("transformer models take a list of probekit.prompt.Prompt objects or strings")
     prompts = list(prompts)
@@ -209,7 +152,7 @@ def prepare(lm: Any, prompts: Any, position: Any = "last") -> Prepared:
         raise DataError(f"prompt {i} has {lengths[i]} tokens; the model's context is {n_ctx}; shorten it")
     pos = np.asarray(select_positions(rule, encoded), dtype=np.int64)
     return Prepared(kind="transformer", n=len(encoded), rule=rule, data_hash=prompts_hash(prompts),
-                    encoded=encoded, positions=pos, lengths=lengths, prepend_bos=bos)
+                    encoded=encoded, positions=pos, lengths=lengths, prepend_bos=bos, prompts=prompts)
 
 
 def _pad_id(lm: Any) -> int:
@@ -305,8 +248,15 @@ def _user_hooks(fwd_hooks: FwdHooks, info: BatchInfo) -> list[tuple[str, Callabl
 
 def run_batch(lm: Any, prep: Prepared, names: Sequence[str], info: BatchInfo, x: torch.Tensor,
               kwargs: dict[str, Any], fwd_hooks: FwdHooks = None, key_len: int = 0,
-              check_finite: bool = True, stop_early: bool = True) -> dict[str, torch.Tensor]:
-    """One forward pass capturing `names` at the selected positions; returns {name: tensor [b, ...]}."""
+              check_finite: bool = True, stop_early: bool = True,
+              select: dict[str, Callable[[torch.Tensor, BatchInfo], torch.Tensor]] | None = None
+              ) -> dict[str, torch.Tensor]:
+    """One forward pass capturing `names` at the selected positions; returns {name: tensor [b, ...]}.
+
+    This is the one hooked forward of probekit: extraction, attention rows, logits and steering all
+    run through it. ``select`` maps a hook name to ``f(tensor, info) -> kept tensor`` for hooks whose
+    rows are chosen otherwise than by ``prep``'s position rule (e.g. per-prompt source rows); the
+    forward stops once every hook in `names` has fired (``stop_early``)."""
     got: dict[str, torch.Tensor] = {}
     wanted = set(names)
 
@@ -315,7 +265,8 @@ def run_batch(lm: Any, prep: Prepared, names: Sequence[str], info: BatchInfo, x:
             if isinstance(t, tuple):
                 t = t[0]
             if name not in got:
-                got[name] = _select(name, t, info, prep, key_len)
+                fn = select.get(name) if select else None
+                got[name] = fn(t.detach(), info) if fn is not None else _select(name, t, info, prep, key_len)
                 if stop_early and len(got) == len(wanted):
                     raise _Stop()
             return t
@@ -332,13 +283,17 @@ def run_batch(lm: Any, prep: Prepared, names: Sequence[str], info: BatchInfo, x:
         raise ActivationError(f"hooks {sorted(missing)} did not fire during the forward pass; this model does not "
                               "compute them (choose hooks from LoadedModel.hook_names())")
     if check_finite:
-        for name, t in got.items():
-            if not torch.isfinite(t).all():
-                bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
-                rows = info.index[bad.cpu().numpy()][:10].tolist()
-                raise ActivationError(f"hook {name!r} produced NaN/inf activations (prompts {rows}); check the "
-                                      "model weights, the inputs and any fwd_hooks that edit activations")
+        _check_finite(got, info)
     return got
+
+
+def _check_finite(got: dict[str, torch.Tensor], info: BatchInfo) -> None:
+    for name, t in got.items():
+        if not torch.isfinite(t).all():
+            bad = ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+            rows = info.index[bad.cpu().numpy()][:10].tolist()
+            raise ActivationError(f"hook {name!r} produced NaN/inf activations (prompts {rows}); check the "
+                                  "model weights, the inputs and any fwd_hooks that edit activations")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,9 +338,8 @@ def extract(lm: Any, prompts: Any, hooks: Any, position: Any = "last", batch_siz
     prep = prepare(lm, prompts, position)
     key_len = int(prep.lengths.max())
     if store_dir is not None:
-        from .store import extract_to_store
-        return extract_to_store(lm, prep, names, store_dir, batch_size=batch_size, shard_size=shard_size,
-                                progress=progress, fwd_hooks=fwd_hooks, check_finite=check_finite)
+        return _extract_to_store(lm, prep, names, store_dir, batch_size=batch_size, shard_size=shard_size,
+                                 progress=progress, fwd_hooks=fwd_hooks, check_finite=check_finite)
     out: dict[str, np.ndarray] = {}
     bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress)
     try:
@@ -405,6 +359,112 @@ def _positions_out(prep: Prepared) -> np.ndarray | None:
     if prep.positions is None:
         return None
     return prep.positions if prep.rule.multi else prep.positions[:, 0]
+
+
+
+def extract_many(lm: Any, prompts: Any, requests: Any, batch_size: int = 32, progress: bool = True, *,
+                 fwd_hooks: FwdHooks = None, check_finite: bool = True) -> dict[str, Activations]:
+    """Several extractions from **one** forward pass per batch: ``requests`` maps a name to
+    ``(hooks, position)``; returns ``{name: Activations}``, each equal to
+    ``extract(lm, prompts, hooks, position)``. Prompts are tokenised once.
+
+    Example (what the comparison needs from one set of ICL prompts)::
+
+        got = extract_many(lm, prompts, {"acts": ("resid_post", "query"), "final": ("pattern", "last")})
+        correct_attention(lm, prompts, sources=("final",), patterns={"final": got["final"]})
+    """
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
+
+    if not requests:
+        raise DataError("extract_many needs at least one request {name: (hooks, position)}")
+    reqs: dict[str, tuple[list[str], Prepared]] = {}
+    prep = prepare(lm, prompts, "last")
+    for key, spec in dict(requests).items():
+        if not (isinstance(spec, (tuple, list)) and len(spec) == 2):
+            raise DataError(f"request {key!r} must be (hooks, position); got {spec!r}")
+        reqs[key] = (resolve_hooks(lm.model, spec[0]), prepare(lm, prep, spec[1]))
+    names = list(dict.fromkeys(n for hs, _ in reqs.values() for n in hs))
+    raw = {n: (lambda t, info: t) for n in names}
+    key_len = int(prep.lengths.max())
+    out: dict[str, dict[str, np.ndarray]] = {k: {} for k in reqs}
+    bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress)
+    try:
+        for info, x, kw in iter_batches(lm, prep, batch_size):
+            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, False, select=raw)
+            for key, (hs, p) in reqs.items():
+                pinfo = BatchInfo(info.index, info.lengths,
+                                  None if p.positions is None else torch.as_tensor(p.positions[info.index]))
+                sel = {h: _select(h, got[h], pinfo, p, key_len) for h in hs}
+                if check_finite:
+                    _check_finite(sel, info)
+                _scatter(out[key], sel, info.index, prep.n)
+            bar.update(len(info.index))
+    finally:
+        bar.close()
+    res = {}
+    for key, (hs, p) in reqs.items():
+        acts = {h: out[key][h] for h in hs}
+        res[key] = Activations(acts=acts, meta=activation_meta(lm, p, hs, {k: v.shape for k, v in acts.items()}),
+                               positions=_positions_out(p))
+    return res
+
+
+def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]], *,
+               batch_size: int, fwd_hooks: Any = None, check_finite: bool = True, bar: Any = None,
+               on_shard: Any = None) -> None:
+    """Compute and write each ``(i, lo, hi)`` of `shards` into the store (the one shard loop: single-process
+    and :mod:`probekit.distributed` ranks both use it; :mod:`probekit.store` only writes the files).
+    `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi,
+    seconds)` is called after each shard is on disk."""
+    import time
+
+    key_len = int(prep.lengths.max())
+    for i, lo, hi in shards:
+        t0 = time.perf_counter()
+        part: dict[str, np.ndarray] = {}
+        for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
+            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
+            for name, t in got.items():
+                a = t.cpu().numpy()
+                if name not in part:
+                    part[name] = np.full((hi - lo,) + a.shape[1:], np.nan, dtype=np.float32)   # a gap stays NaN
+                part[name][info.index - lo] = a
+            if bar is not None:
+                bar.update(len(info.index))
+        from .store import write_shard
+
+        write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
+        if on_shard is not None:
+            on_shard(i, lo, hi, time.perf_counter() - t0)
+
+
+def _extract_to_store(lm: Any, prep: Prepared, names: Sequence[str], store_dir: Any, *, batch_size: int,
+                      shard_size: int, progress: bool, fwd_hooks: FwdHooks, check_finite: bool) -> Activations:
+    """Extraction shard by shard into `store_dir` (shards already there are skipped); the store module
+    only reads and writes shards and the manifest (it imports nothing from here)."""
+    from pathlib import Path
+
+    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
+
+    from .store import load_store, mark_complete, open_store, pending_shards, store_request
+
+    if shard_size < 1:
+        raise DataError(f"shard_size must be >= 1, got {shard_size}")
+    # check_finite=False (NaN/inf allowed on purpose) is recorded, so load_store does not refuse those values
+    manifest = open_store(store_dir, dict(store_request(lm, prep, names, shard_size), finite=bool(check_finite)))
+    todo = pending_shards(store_dir, manifest, names)
+    bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
+               initial=prep.n - sum(hi - lo for _, lo, hi in todo))
+    try:
+        run_shards(lm, prep, names, store_dir, todo, batch_size=batch_size, fwd_hooks=fwd_hooks,
+                   check_finite=check_finite, bar=bar)
+    finally:
+        bar.close()
+    acts = load_store(store_dir, _manifest=manifest, _names=names)
+    mark_complete(store_dir, manifest, {k: v.shape for k, v in acts.acts.items()})
+    acts.meta = activation_meta(lm, prep, names, {k: v.shape for k, v in acts.acts.items()})
+    acts.meta["store_dir"] = str(Path(store_dir))
+    return acts
 
 
 def _scatter(out: dict[str, np.ndarray], got: dict[str, torch.Tensor], index: np.ndarray, n: int) -> None:
@@ -456,14 +516,24 @@ def forward_logits(lm: Any, prompts: Any, position: Any = "last", batch_size: in
 
 
 UNEMBED_INPUT = "unembed.hook_in"
+# the input of the unembedding (after the final norm), by the name the model has
+FINAL_HOOKS = (UNEMBED_INPUT, "ln_final.hook_out", "ln_final.hook_normalized")
+
+
+def final_hook(lm: Any) -> str | None:
+    """The hook whose output is the unembedding's input (None if the model has none)."""
+    if not hasattr(lm.model, "unembed"):
+        return None
+    return next((h for h in FINAL_HOOKS if h in lm.model.hook_dict), None)
 
 
 def _transformer_logits(lm: Any, prep: Prepared, info: BatchInfo, x: torch.Tensor, kwargs: dict[str, Any],
                         fwd_hooks: FwdHooks) -> dict[str, torch.Tensor]:
     model = lm.model
-    if UNEMBED_INPUT in model.hook_dict and hasattr(model, "unembed"):
-        got = run_batch(lm, prep, [UNEMBED_INPUT], info, x, kwargs, fwd_hooks, check_finite=False)
-        h = got[UNEMBED_INPUT]
+    fh = final_hook(lm)
+    if fh is not None:   # only the selected positions go through the unembedding
+        got = run_batch(lm, prep, [fh], info, x, kwargs, fwd_hooks, check_finite=False)
+        h = got[fh]
         with torch.no_grad():
             logits = model.unembed(h.to(_model_device(lm)))
         return {"out": logits.float()}

@@ -29,6 +29,7 @@ Numbers (per measured axis b; prompts are paired across alphas):
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -37,7 +38,8 @@ import torch
 
 from .errors import ActivationError, DataError, HookError, ProbekitError
 
-__all__ = ["steer_outputs", "steering_gradients", "steering_effect", "steering_matrix", "split_probe_batch", "plot_steering", "plot_steering_matrix"]
+__all__ = ["steer_outputs", "steer_outputs_reference", "steering_gradients", "steering_effect", "steering_matrix",
+           "split_probe_batch", "plot_steering", "plot_steering_matrix"]
 
 DEFAULT_ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -45,170 +47,359 @@ DEFAULT_ALPHAS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 # ------------------------------------------------------------------------------------ helpers
 def split_probe_batch(pb: Any, key: str = "task_concept", prefix: str = "concept_") -> dict[str, Any]:
     """Split a toy ``ProbeBatch`` into ``{f"{prefix}{k}": ProbeBatch of the prompts whose
-    meta[key] == k}`` (the concept setting stores each prompt's task concept in ``meta["task_concept"]``).
-    Per-prompt arrays (inputs, target, axis labels, groups, demo_match, per-prompt meta arrays) are subset."""
-    from dataclasses import replace
-
+    meta[key] == k}`` (the concept setting stores each prompt's task concept in ``meta["task_concept"]``),
+    through ``toy.ProbeBatch.split_by`` (every per-prompt field is subset there)."""
     meta = getattr(pb, "meta", None) or {}
     if key not in meta:
         raise DataError(f"ProbeBatch.meta has no {key!r}; pass prompts_by_axis yourself or name the meta key "
                         f"holding each prompt's concept (available: {sorted(meta)})")
-    ids = np.asarray(meta[key])
     n = int(pb.inputs.shape[0])
-    if ids.shape != (n,):
-        raise DataError(f"meta[{key!r}] must have one entry per prompt ({n}); got shape {ids.shape}")
-    out = {}
-    for k in np.unique(ids):
-        idx = np.nonzero(ids == k)[0]
-        sub_meta = {m: (np.asarray(v)[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (n,) else v)
-                    for m, v in meta.items()}
-        out[f"{prefix}{int(k)}"] = replace(
-            pb, inputs=pb.inputs[torch.as_tensor(idx)], target=np.asarray(pb.target)[idx],
-            axis_labels={a: np.asarray(v)[idx] for a, v in pb.axis_labels.items()},
-            groups=np.asarray(pb.groups)[idx],
-            demo_match=None if pb.demo_match is None else np.asarray(pb.demo_match)[idx], meta=sub_meta)
-    return out
+    if np.asarray(meta[key]).shape != (n,):
+        raise DataError(f"meta[{key!r}] must have one entry per prompt ({n}); got shape {np.asarray(meta[key]).shape}")
+    return {f"{prefix}{int(k)}": sub for k, sub in pb.split_by(key).items()}
 
 
 def _candidate_tokens(lm: Any, prompts: Sequence[Any], axis: str) -> np.ndarray:
     from .icl import candidate_token_ids
 
-    out = []
+    out, seen = [], {}
     for i, p in enumerate(prompts):
         cands = (getattr(p, "meta", None) or {}).get("candidates")
         if cands is None or len(cands) != 2:
             raise DataError(f"axis {axis!r}, prompt {i}: meta 'candidates' must list the 2 label texts (class 0, "
                             f"class 1); got {cands!r}. Steering measures logit(class 1) - logit(class 0)")
-        out.append(candidate_token_ids(lm.tokenizer, cands))
+        key = tuple(cands)
+        if key not in seen:
+            seen[key] = candidate_token_ids(lm.tokenizer, cands)
+        out.append(seen[key])
     return np.asarray(out, dtype=np.int64)
 
 
-class _Setup:
-    """Everything needed to run steered forwards for one model / hook / position."""
+# Hooks after which the residual stream of every row flows on unchanged: the cached engine can run
+# the rows of one prompt as one row up to there and fan out to one row per vector only at the hook.
+_RESID_FANOUT = re.compile(r"^blocks\.\d+\.hook_resid_(pre|post)$")
+PREFIX_TOKEN_BUDGET = 4096   # prompt tokens whose cached keys/values are held at once
+ROW_TOKEN_BUDGET = 32768     # (steered rows) x (attended positions) per steered forward
 
-    def __init__(self, lm: Any, prompts_by_axis: Mapping[str, Any], layer: int | None, hook: str | None,
-                 position: str):
+
+class _Recorder:
+    """Passed to the model as its layer cache: records each layer's keys/values [b, H, T, dh] as the
+    attention computes them, changing nothing."""
+
+    def __init__(self) -> None:
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int, *args: Any, **kw: Any):
+        self.kv[int(layer_idx)] = (k.detach(), v.detach())
+        return k, v
+
+
+class _Prefix:
+    """Passed to the model as its layer cache for the steered suffix: puts the cached keys/values of
+    the unchanged prefix [g, H, P, dh] in front of the suffix's own (causal attention: an earlier
+    position's keys/values cannot depend on a later edit). Rows are fanned out from g prompts to
+    g * r steered rows where the suffix batch is larger than g."""
+
+    def __init__(self, kv: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.kv = kv
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, layer_idx: int, *args: Any, **kw: Any):
+        pk, pv = self.kv[int(layer_idx)]
+        return self._join(pk, k), self._join(pv, v)
+
+    @staticmethod
+    def _join(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """[p; x] along positions, p's g rows broadcast over x's g * r rows (one copy, no repeat)."""
+        g, P = p.shape[0], p.shape[-2]
+        rows = x.shape[0]
+        out = x.new_empty((rows,) + x.shape[1:-2] + (P + x.shape[-2], x.shape[-1]))
+        out.view((g, rows // g) + out.shape[1:])[..., :P, :] = p.to(x.dtype).unsqueeze(1)
+        out[..., P:, :] = x
+        return out
+
+
+class _Steerer:
+    """Steered outputs of one prompt set at one hook and position: the unsteered forward once (it also
+    records the keys/values the steered runs reuse), then for each vector only the positions from the
+    steered one onward, only the two candidate tokens unembedded."""
+
+    def __init__(self, lm: Any, prompts: Any, hook: str, position: str, batch_size: int | None, axis: str = "_"):
         from .extract import prepare
 
-        if not prompts_by_axis:
-            raise DataError("prompts_by_axis is empty; pass {axis: prompts of that axis}")
-        self.lm = lm
+        self.lm, self.hook, self.axis = lm, hook, axis
         self.toy = lm.kind == "toy"
-        if hook is None:
-            if self.toy:
-                hook = "blocks.0.hook_resid_pre"
-            else:
-                if layer is None:
-                    raise ProbekitError("give layer= (steer at blocks.{layer}.hook_resid_post) or hook=")
-                hook = lm.resid_hook(int(layer), "post")
         if hook not in lm.model.hook_dict:
             raise HookError(f"unknown hook {hook!r}; e.g. {lm.resid_hook(0, 'pre') if not self.toy else 'blocks.0.hook_resid_pre'}")
-        self.hook = hook
         if not self.toy and position not in ("final", "query"):
             raise ProbekitError(f"position must be 'final' (last token) or 'query' (last token of the query word); got {position!r}")
         self.position = "query" if self.toy else position
-        self.data: dict[str, Any] = {}
-        self.steer_pos: dict[str, np.ndarray] = {}
-        self.cands: dict[str, np.ndarray] = {}
-        for axis, prompts in prompts_by_axis.items():
-            if self.toy:
-                if not hasattr(prompts, "inputs"):
-                    raise DataError(f"toy steering takes a toy.ProbeBatch per axis; axis {axis!r} got {type(prompts).__name__}")
-                prepare(lm, prompts, "last")
-                self.data[axis] = prompts
-                continue
-            prompts = list(prompts)
-            if not prompts:
-                raise DataError(f"axis {axis!r} has no prompts")
-            prep = prepare(lm, prompts, "last" if position == "final" else "query")
-            self.steer_pos[axis] = prep.positions[:, 0].copy()
-            self.cands[axis] = _candidate_tokens(lm, prompts, axis)
-            self.data[axis] = prompts
-        self.width = None
-
-    def _hooks(self, axis: str, vec: torch.Tensor | None):
-        if vec is None:
-            return None
+        self.batch_size = int(batch_size or (1024 if self.toy else 16))
+        self._base: np.ndarray | None = None
+        self._act: np.ndarray | None = None
+        self._cache: list[Any] | None = None
+        self._verified = False
+        self._fan = True
         if self.toy:
-            def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
-                x = x.clone()
-                x[:, -1, :] += vec.to(x.dtype).to(x.device)
-                return x
-            return [(self.hook, fn)]
-        pos_all = self.steer_pos[axis]
+            if not hasattr(prompts, "inputs"):
+                raise DataError(f"toy steering takes a toy.ProbeBatch per axis; axis {axis!r} got {type(prompts).__name__}")
+            self.prep = prepare(lm, prompts, "last")
+            self.n = self.prep.n
+            return
+        prompts = list(prompts.prompts if hasattr(prompts, "encoded") else prompts)
+        if not prompts:
+            raise DataError(f"axis {axis!r} has no prompts")
+        self.prep = prepare(lm, prompts, "last")
+        self.n = self.prep.n
+        self.steer_pos = self.prep.with_position("last" if position == "final" else "query").positions[:, 0].copy()
+        self.final_pos = self.prep.lengths - 1
+        self.cands = _candidate_tokens(lm, prompts, axis)
+        from .extract import final_hook
 
-        def make(info: Any):
-            pos = torch.as_tensor(pos_all[np.asarray(info.index)])
+        self.final_hook = final_hook(lm)
+        W = getattr(lm.model, "W_U", None)
+        self.cached = self.final_hook is not None and W is not None
+        if self.cached:
+            W = W.detach()
+            bU = getattr(lm.model, "b_U", None)
+            c0, c1 = torch.as_tensor(self.cands[:, 0]), torch.as_tensor(self.cands[:, 1])
+            self.w_diff = (W[:, c1] - W[:, c0]).T.double()                         # [n, d]
+            self.b_diff = (bU.detach()[c1] - bU.detach()[c0]).double() if bU is not None else torch.zeros(self.n).double()
 
-            def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
-                x = x.clone()
-                rows = torch.arange(x.shape[0], device=x.device)
-                x[rows, pos.to(x.device)] += vec.to(x.dtype).to(x.device)
-                return x
-            return [(self.hook, fn)]
-        return make
+    # ---------------------------------------------------------------- the unsteered pass
+    def _chunks(self) -> list[np.ndarray]:
+        order = np.argsort(self.prep.lengths, kind="stable")
+        chunks, cur, tok = [], [], 0
+        for i in order:
+            if cur and tok + self.prep.lengths[i] > PREFIX_TOKEN_BUDGET:
+                chunks.append(np.asarray(cur))
+                cur, tok = [], 0
+            cur.append(i)
+            tok += int(self.prep.lengths[i])
+        chunks.append(np.asarray(cur))
+        return chunks
 
-    def outputs(self, axis: str, vec: torch.Tensor | None, batch_size: int) -> np.ndarray:
-        """Per-prompt measured output y (logit diff or toy f) with ``vec`` added (None = unsteered)."""
+    def _logit_diff(self, h: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+        """logit(c1) - logit(c0) from final hidden states h [r, d] of prompts idx [r]."""
+        ii = torch.as_tensor(idx)
+        return (h.double() * self.w_diff[ii].to(h.device)).sum(-1) + self.b_diff[ii].to(h.device)
+
+    def _base_chunk(self, idx: np.ndarray) -> dict[int, Any]:
+        """Unsteered forward of prompts idx: y, the hook activation at the steering position, and per
+        prompt the keys/values of the positions before it."""
+        from .extract import iter_batches, run_batch
+
+        out: dict[int, Any] = {}
+        for info, x, kw in iter_batches(self.lm, self.prep, self.batch_size, subset=idx):
+            rows = torch.arange(len(info.index))
+            sp = torch.as_tensor(self.steer_pos[info.index])
+            fp = torch.as_tensor(self.final_pos[info.index])
+            rec = _Recorder()
+            sel = {self.hook: lambda t, _i: t[rows, sp.to(t.device)].double().cpu()}
+            names = [self.hook]
+            if self.cached:
+                sel[self.final_hook] = lambda t, _i: t[rows, fp.to(t.device)]
+                names.append(self.final_hook)
+                kw = dict(kw, layer_past=rec)
+            try:
+                got = run_batch(self.lm, self.prep, names, info, x, kw, check_finite=False, select=sel)
+            except TypeError:
+                if not self.cached:
+                    raise
+                # this architecture's blocks already pass a layer cache of their own: full recompute
+                self.cached = False
+                kw.pop("layer_past", None)
+                got = run_batch(self.lm, self.prep, names, info, x, kw, check_finite=False, select=sel)
+            if self.cached and len(rec.kv) == 0:
+                self.cached = False       # this model's attention does not take a layer cache: full recompute
+            if self.cached:
+                y = self._logit_diff(got[self.final_hook], info.index).cpu().numpy()
+            else:
+                y = self._reference(info.index, None)[0]
+            for r, i in enumerate(info.index):
+                P = int(self.steer_pos[i])
+                kv = {l: (k[r:r + 1, :, :P], v[r:r + 1, :, :P]) for l, (k, v) in rec.kv.items()} if self.cached else None
+                out[int(i)] = (float(y[r]), got[self.hook][r].numpy(), kv)
+        return out
+
+    def base(self) -> tuple[np.ndarray, np.ndarray]:
+        """(y [n], hook activation at the steering position [n, d]) without steering (computed once)."""
+        if self._base is None:
+            if self.toy:
+                from .extract import extract, forward_logits
+
+                out = np.asarray(forward_logits(self.lm, self.prep, "last", self.batch_size), dtype=np.float64)
+                self._base = out.reshape(out.shape[0], -1)[:, 0]
+                self._act = extract(self.lm, self.prep, [self.hook], "last", self.batch_size, progress=False,
+                                    check_finite=False)[self.hook].astype(np.float64)
+            else:
+                chunks = self._chunks()
+                y, act = np.empty(self.n), None
+                for ch in chunks:
+                    got = self._base_chunk(ch)
+                    for i, (yi, ai, _) in got.items():
+                        if act is None:
+                            act = np.empty((self.n, ai.shape[-1]))
+                        y[i], act[i] = yi, ai
+                    if len(chunks) == 1:
+                        self._cache = [got]
+                self._base, self._act = y, act
+        return self._base, self._act
+
+    # ---------------------------------------------------------------- steered passes
+    def run(self, V: np.ndarray, progress: bool = False) -> np.ndarray:
+        """Outputs [m, n] with each vector of V [m, d] added at the hook and steering position."""
+        self.base()
+        if self.toy:
+            return self._toy_run(V)
+        if not self.cached:
+            return self._reference(np.arange(self.n), V)[1]
+        from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
+
+        out = np.empty((V.shape[0], self.n))
+        chunks = self._cache if self._cache is not None else None
+        bar = tqdm(total=self.n, desc=f"steer {self.axis}", unit="prompt", disable=not progress)
+        for got in (chunks or (self._base_chunk(ch) for ch in self._chunks())):
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i in got:
+                P = int(self.steer_pos[i])
+                groups.setdefault((P, int(self.prep.lengths[i]) - P), []).append(i)
+            for (P, S), idx in groups.items():
+                try:
+                    self._run_group(np.asarray(idx), P, S, got, V, out)
+                except (RuntimeError, TypeError):
+                    if not self._fan:
+                        raise
+                    # per-position tensors computed before the blocks (e.g. rotary embeddings) have one row
+                    # per prompt: fan out at the input instead of at the hook
+                    self._fan = False
+                    self._run_group(np.asarray(idx), P, S, got, V, out)
+                if not self._verified and not self._verify(int(idx[0]), V, out):
+                    bar.close()
+                    return self._reference(np.arange(self.n), V)[1]
+                bar.update(len(idx))
+        bar.close()
+        return out
+
+    def _verify(self, i: int, V: np.ndarray, out: np.ndarray) -> bool:
+        """Once per steerer: the cached result of prompt i and the first vector against a full recompute.
+        An architecture whose attention takes the layer cache differently fails it and is recomputed in
+        full (slow, exact)."""
+        self._verified = True
+        ref_base, ref = self._reference(np.array([i]), V[:1])
+        ok = bool(np.allclose(out[0, i], ref[0, 0], rtol=1e-4, atol=1e-4)
+                  and np.allclose(self._base[i], ref_base[0], rtol=1e-4, atol=1e-4))
+        if not ok:
+            self.cached = False
+        return ok
+
+    def _run_group(self, idx: np.ndarray, P: int, S: int, got: dict[int, Any], V: np.ndarray, out: np.ndarray) -> None:
+        from .extract import BatchInfo, run_batch
+
+        dev = next(self.lm.model.parameters()).device
+        fan = self._fan and bool(_RESID_FANOUT.match(self.hook))
+        m = V.shape[0]
+        max_rows = max(1, ROW_TOKEN_BUDGET // (P + S))
+        g_step = max(1, min(len(idx), max_rows))
+        Vt = torch.as_tensor(V, dtype=torch.float32, device=dev)
+        mask = torch.tril(torch.ones(S, P + S, dtype=torch.bool, device=dev), diagonal=P)[None, None]
+        for gs in range(0, len(idx), g_step):
+            gi = idx[gs:gs + g_step]
+            g = len(gi)
+            suffix = torch.as_tensor(np.stack([self.prep.encoded[i].ids[P:] for i in gi]), device=dev)
+            kv = {l: (torch.cat([got[int(i)][2][l][0] for i in gi]).to(dev), torch.cat([got[int(i)][2][l][1] for i in gi]).to(dev))
+                  for l in got[int(gi[0])][2]}
+            mc = max(1, max_rows // g)
+            for ms in range(0, m, mc):
+                vec = Vt[ms:ms + mc]
+                r = vec.shape[0]
+                x = suffix if fan else suffix.repeat_interleave(r, 0)
+
+                def steer(t: torch.Tensor, hook: Any, vec=vec, r=r) -> torch.Tensor:
+                    if t.shape[0] == g:                      # fan out: one row per (prompt, vector)
+                        t = t.repeat_interleave(r, 0)
+                    else:
+                        t = t.clone()
+                    t[:, 0] += vec.to(t.dtype).repeat(g, 1)
+                    return t
+                kw = {"layer_past": _Prefix(kv), "attention_mask": mask,
+                      "position_ids": torch.arange(P, P + S, device=dev)[None].expand(x.shape[0], -1)}
+                info = BatchInfo(np.repeat(gi, r), np.full(g * r, S), None)
+                h = run_batch(self.lm, None, [self.final_hook], info, x, kw, [(self.hook, steer)], check_finite=False,
+                              select={self.final_hook: lambda t, _i: t[:, -1]})[self.final_hook]
+                y = self._logit_diff(h, np.repeat(gi, r)).cpu().numpy().reshape(g, r)
+                out[ms:ms + r, gi] = y.T
+        if not np.all(np.isfinite(out[:, idx])):
+            raise ActivationError("steering produced NaN/inf outputs; check the vectors' scale")
+
+    def _toy_run(self, V: np.ndarray) -> np.ndarray:
         from .extract import forward_logits
 
-        out = forward_logits(self.lm, self.data[axis], position="last", batch_size=batch_size,
-                             fwd_hooks=self._hooks(axis, vec))
-        out = np.asarray(out, dtype=np.float64)
-        if self.toy:
-            return out.reshape(out.shape[0], -1)[:, 0]
-        c = self.cands[axis]
-        rows = np.arange(out.shape[0])
-        return out[rows, c[:, 1]] - out[rows, c[:, 0]]
+        x = self.prep.toy_inputs
+        n, m = self.n, V.shape[0]
+        out = np.empty((m, n))
+        mc = max(1, 65536 // n)
+        Vt = torch.as_tensor(V, dtype=torch.float32)
+        for ms in range(0, m, mc):
+            vec = Vt[ms:ms + mc]
+            r = vec.shape[0]
+            xr = x.repeat(r, *([1] * (x.dim() - 1)))
 
-    def activation_norm(self, batch_size: int) -> float:
-        """Mean L2 norm of the unsteered activation at the hook and steering position, over all prompts."""
-        norms = []
-        for axis in self.data:
-            got: list[torch.Tensor] = []
-            if self.toy:
-                def fn(x, hook):
-                    got.append(x[:, -1, :].detach().double().norm(dim=-1))
-                    return None
-                hooks = [(self.hook, fn)]
-            else:
-                pos_all = self.steer_pos[axis]
+            def hooks(info: Any, vec=vec):
+                which = torch.as_tensor(np.asarray(info.index) // n)
 
-                def hooks(info, pos_all=pos_all):
-                    pos = torch.as_tensor(pos_all[np.asarray(info.index)])
+                def fn(t: torch.Tensor, hook: Any) -> torch.Tensor:
+                    t = t.clone()
+                    t[:, -1, :] += vec[which].to(t.dtype).to(t.device)
+                    return t
+                return [(self.hook, fn)]
+            y = np.asarray(forward_logits(self.lm, xr, "last", self.batch_size * 8, fwd_hooks=hooks), dtype=np.float64)
+            out[ms:ms + r] = y.reshape(y.shape[0], -1)[:, 0].reshape(r, n)
+        return out
 
-                    def fn(x, hook):
-                        rows = torch.arange(x.shape[0], device=x.device)
-                        got.append(x[rows, pos.to(x.device)].detach().double().norm(dim=-1).cpu())
-                        return None
-                    return [(self.hook, fn)]
-            from .extract import forward_logits
+    def _reference(self, idx: np.ndarray, V: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Full recompute: one whole forward (full unembedding) per vector; (base [len(idx)], [m, len(idx)])."""
+        from .extract import forward_logits
 
-            forward_logits(self.lm, self.data[axis], position="last", batch_size=batch_size, fwd_hooks=hooks)
-            norms.append(torch.cat(got).numpy())
-        return float(np.concatenate(norms).mean())
+        prompts = [self.prep.prompts[i] for i in idx]
+        pos = self.steer_pos[idx]
+        c = self.cands[idx]
+        rows = np.arange(len(idx))
 
-    def dim(self) -> int:
-        """Width of the hooked activation (last axis), from one unsteered forward of one prompt."""
-        if self.width is None:
-            got: list[int] = []
+        def outputs(vec: torch.Tensor | None) -> np.ndarray:
+            def make(info: Any):
+                p = torch.as_tensor(pos[np.asarray(info.index)])
 
-            def fn(x, hook):
-                got.append(int(x.shape[-1]))
-                return None
-            axis = next(iter(self.data))
-            with torch.no_grad(), self.lm.model.hooks(fwd_hooks=[(self.hook, fn)]):
-                if self.toy:
-                    self.lm.model(self.data[axis].inputs[:1])
-                else:
-                    from .positions import encode_prompts
+                def fn(x: torch.Tensor, hook: Any) -> torch.Tensor:
+                    x = x.clone()
+                    x[torch.arange(x.shape[0], device=x.device), p.to(x.device)] += vec.to(x.dtype).to(x.device)
+                    return x
+                return [(self.hook, fn)]
+            lo = np.asarray(forward_logits(self.lm, prompts, "last", self.batch_size,
+                                           fwd_hooks=None if vec is None else make), dtype=np.float64)
+            return lo[rows, c[:, 1]] - lo[rows, c[:, 0]]
+        base = outputs(None)
+        if V is None:
+            return base, None
+        return base, np.stack([outputs(torch.as_tensor(v)) for v in V]) if len(V) else np.empty((0, len(idx)))
 
-                    ids = encode_prompts(self.lm.tokenizer, self.data[axis][:1], prepend_bos=self.lm.prepend_bos)[0].ids
-                    self.lm.model(torch.as_tensor([ids]), return_type=None)
-            if not got:
-                raise HookError(f"hook {self.hook!r} did not fire in a forward pass")
-            self.width = got[0]
-        return self.width
+
+def _check_vectors(vectors: Any, width: int, hook: str, what: str = "vectors") -> np.ndarray:
+    V = np.asarray(vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float64)
+    if V.ndim == 1:
+        V = V[None]
+    if V.ndim != 2 or not np.all(np.isfinite(V)):
+        raise ActivationError(f"{what} must be a finite [m, d] array; got shape {V.shape}")
+    if V.shape[1] != width:
+        raise ActivationError(f"{what} have dimension {V.shape[1]} but {hook} has width {width}; "
+                              "take them from activations at the same hook")
+    return V
+
+
+def _width(st: "_Steerer") -> int:
+    """Width of the activation at the steering hook (the residual stream: d_model, without a forward)."""
+    if not st.toy and re.match(r"^blocks\.\d+\.hook_resid_(pre|mid|post)$", st.hook) and st.lm.d_model:
+        return int(st.lm.d_model)
+    return int(st.base()[1].shape[1])
 
 
 def _slope(alphas: np.ndarray, delta: np.ndarray) -> float:
@@ -216,22 +407,10 @@ def _slope(alphas: np.ndarray, delta: np.ndarray) -> float:
     return float(np.sum(alphas * delta) / den) if den > 0 else float("nan")
 
 
-def _effects(setup: _Setup, vec_unit: np.ndarray, scale: float, alphas: np.ndarray, base: dict[str, np.ndarray],
-             batch_size: int) -> dict[str, Any]:
-    mean_out, delta, slope = {}, {}, {}
-    for axis in setup.data:
-        ys = []
-        for a in alphas:
-            if a == 0:
-                ys.append(base[axis])
-            else:
-                v = torch.as_tensor(vec_unit * (a * scale))
-                ys.append(setup.outputs(axis, v, batch_size))
-        Y = np.stack(ys)                                  # [n_alpha, n_prompts]
-        mean_out[axis] = Y.mean(1)
-        delta[axis] = (Y - base[axis][None]).mean(1)
-        slope[axis] = _slope(alphas, delta[axis])
-    return {"mean_output": mean_out, "delta": delta, "slope": slope}
+def _effects(Y: np.ndarray, base: np.ndarray, alphas: np.ndarray) -> dict[str, Any]:
+    """Y [n_alpha, n] outputs per alpha (alpha 0 = base) -> mean output, delta per alpha, slope."""
+    delta = (Y - base[None]).mean(1)
+    return {"mean_output": Y.mean(1), "delta": delta, "slope": _slope(alphas, delta)}
 
 
 def _summ(eff: dict[str, Any], axis: str) -> dict[str, float]:
@@ -256,26 +435,29 @@ def steer_outputs(lm: Any, prompts: Any, hook: str, vectors: Any, *, position: s
     with each vector added. ``y`` = ``logit(candidates[1]) - logit(candidates[0])`` at the final token
     (transformer) or the toy's output ``f``. This is the one steering primitive the comparison's H6 and its
     nulls use; ``steering_effect`` is the single-direction convenience on top.
-    """
-    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
-    V = np.asarray(vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else vectors, dtype=np.float64)
-    if V.ndim == 1:
-        V = V[None]
-    if V.ndim != 2 or not np.all(np.isfinite(V)):
-        raise ActivationError(f"vectors must be a finite [m, d] array; got shape {V.shape}")
-    setup = _Setup(lm, {"_": prompts}, None, hook, position)
-    if batch_size is None:
-        batch_size = 1024 if setup.toy else 16
-    width = setup.dim()
-    if V.shape[1] != width:
-        raise ActivationError(f"vectors have dimension {V.shape[1]} but {setup.hook} has width {width}; "
-                              "take them from activations at the same hook")
-    base = setup.outputs("_", None, batch_size)
-    out = np.empty((V.shape[0], base.shape[0]), dtype=np.float64)
-    for i in tqdm(range(V.shape[0]), desc="steering", disable=not progress):
-        out[i] = setup.outputs("_", torch.as_tensor(V[i]), batch_size)
-    return base, out
+    Cost (transformers): one unsteered forward of the prompts, which also records every layer's keys and
+    values; then, per vector, only the positions from the steered one onward are recomputed (causal
+    attention: earlier positions cannot change) with those keys/values in front, the prompt's rows fanned
+    out to one row per vector only at the steering hook (residual hooks), many vectors per forward, and only
+    the two candidate tokens unembedded. :func:`steer_outputs_reference` is the full recompute it equals.
+    """
+    st = _Steerer(lm, prompts, hook, position, batch_size)
+    V = _check_vectors(vectors, _width(st), st.hook)
+    base = st.base()[0].copy()
+    return base, st.run(V, progress=progress)
+
+
+def steer_outputs_reference(lm: Any, prompts: Any, hook: str, vectors: Any, *, position: str = "query",
+                            batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`steer_outputs` by full recompute: one whole forward with the full unembedding per vector
+    (transformers; toys have no cached path). Slow; the tests and ``scripts/bench_engine.py`` check the
+    fast path against it."""
+    st = _Steerer(lm, prompts, hook, position, batch_size)
+    V = _check_vectors(vectors, _width(st), st.hook)
+    if st.toy:
+        return st.base()[0].copy(), st.run(V)
+    return st._reference(np.arange(st.n), V)
 
 
 def steering_gradients(lm: Any, prompts: Any, hooks: Sequence[str], *, position: str = "query",
@@ -293,22 +475,21 @@ def steering_gradients(lm: Any, prompts: Any, hooks: Sequence[str], *, position:
     """
     if not hooks:
         raise DataError("give at least one hook")
-    setup = _Setup(lm, {"_": prompts}, None, hooks[0], position)
     for h in hooks:
         if h not in lm.model.hook_dict:
             raise HookError(f"unknown hook {h!r}; choose from LoadedModel.hook_names()")
-    from .extract import iter_batches, prepare
+    setup = _Steerer(lm, prompts, hooks[0], position, batch_size)
+    from .extract import iter_batches
 
     if batch_size is None:
         batch_size = 256 if setup.toy else 16
-    data = setup.data["_"]
-    prep = prepare(lm, data, "last")
+    prep = setup.prep
     n = prep.n
     base = np.zeros(n)
     grads = {h: None for h in hooks}
     acts = {h: None for h in hooks}
-    steer_pos = None if setup.toy else setup.steer_pos["_"]
-    cands = None if setup.toy else setup.cands["_"]
+    steer_pos = None if setup.toy else setup.steer_pos
+    cands = None if setup.toy else setup.cands
     model = lm.model
     for info, x, kw in iter_batches(lm, prep, batch_size):
         b = len(info.index)
@@ -368,12 +549,15 @@ def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any,
 
     lm               ``LoadedModel`` (transformer or toy)
     prompts_by_axis  ``{axis: prompts}``: transformer ICL ``Prompt`` lists (meta ``candidates``), or toy
-                     ``ProbeBatch`` es (see :func:`split_probe_batch`); must contain ``axis``
+                     ``ProbeBatch`` es (see ``toy.ProbeBatch.split_by``); must contain ``axis``
     direction        vector in the hook's space ([d_model]; toy: the 2d input space)
     layer / hook     transformer: ``blocks.{layer}.hook_resid_post`` unless ``hook`` given; toy: hook
                      ``blocks.0.hook_resid_pre`` (layer ignored)
     alphas           multipliers (0 is added if missing); ``scale``: "resid_norm" or "unit"
     batch_size       prompts per forward (default 16 for transformers, 1024 for toys)
+
+    Runs on :func:`steer_outputs`' engine: per axis one unsteered forward, then the direction and every
+    random direction at every alpha in batched cached passes.
 
     Returns ``{"axis", "hook", "position", "measure", "alphas", "scale", "scale_value",
     "added_norm_per_alpha", "axes", "n_prompts", "mean_output", "delta", "slope", "target_slope",
@@ -381,6 +565,8 @@ def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any,
     """
     from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
+    if not prompts_by_axis:
+        raise DataError("prompts_by_axis is empty; pass {axis: prompts of that axis}")
     if axis not in prompts_by_axis:
         raise DataError(f"axis {axis!r} is not in prompts_by_axis ({list(prompts_by_axis)}); the target axis "
                         "needs prompts to measure its effect")
@@ -394,34 +580,49 @@ def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any,
                      dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(vec)) or np.linalg.norm(vec) < 1e-12:
         raise ActivationError("direction must be a finite vector with non-zero norm")
-    setup = _Setup(lm, prompts_by_axis, layer, hook, position)
-    if batch_size is None:
-        batch_size = 1024 if setup.toy else 16
-    width = setup.dim()
-    if vec.shape[0] != width:
-        raise ActivationError(f"direction has dimension {vec.shape[0]} but {setup.hook} has width {width}; "
-                              "take the direction from activations at the same hook")
+    toy = lm.kind == "toy"
+    if hook is None:
+        if toy:
+            hook = "blocks.0.hook_resid_pre"
+        else:
+            if layer is None:
+                raise ProbekitError("give layer= (steer at blocks.{layer}.hook_resid_post) or hook=")
+            hook = lm.resid_hook(int(layer), "post")
+    steerers = {a: _Steerer(lm, p, hook, position, batch_size, axis=a) for a, p in prompts_by_axis.items()}
+    first = steerers[axis]
+    width = _width(first)
+    _check_vectors(vec, width, first.hook, "direction")
     unit = vec / np.linalg.norm(vec)
-    s = setup.activation_norm(batch_size) if scale == "resid_norm" else 1.0
-    n_total = 1 + max(int(n_random), 0)
-    bar = tqdm(total=n_total + 1, desc=f"steer {axis}", disable=not progress)
-    base = {a: setup.outputs(a, None, batch_size) for a in setup.data}
-    bar.update(1)
-    eff = _effects(setup, unit, s, al, base, batch_size)
-    bar.update(1)
-    summ = _summ(eff, axis)
+    bar = tqdm(total=len(steerers), desc=f"steer {axis}", disable=not progress)
+    base = {a: st.base()[0] for a, st in steerers.items()}
+    s = float(np.concatenate([np.linalg.norm(st.base()[1], axis=1) for st in steerers.values()]).mean()) \
+        if scale == "resid_norm" else 1.0
     rng = np.random.default_rng(seed)
-    rand = {"target_slope": [], "off_target_mean_abs_slope": [], "specificity": [], "delta_target": []}
+    dirs = [unit]
     for _ in range(max(int(n_random), 0)):
         r = rng.normal(size=width)
-        r /= np.linalg.norm(r)
-        e = _effects(setup, r, s, al, base, batch_size)
+        dirs.append(r / np.linalg.norm(r))
+    nz = [a for a in al if a != 0]
+    V = np.stack([d * (a * s) for d in dirs for a in nz])                  # [n_dirs * n_nonzero, d]
+    effects: list[dict[str, Any]] = [{"mean_output": {}, "delta": {}, "slope": {}} for _ in dirs]
+    for a, st in steerers.items():
+        Y = st.run(V).reshape(len(dirs), len(nz), -1)
+        for k in range(len(dirs)):
+            rows = iter(Y[k])
+            full = np.stack([base[a] if x == 0 else next(rows) for x in al])
+            e = _effects(full, base[a], al)
+            for key in e:
+                effects[k][key][a] = e[key]
+        bar.update(1)
+    bar.close()
+    eff = effects[0]
+    summ = _summ(eff, axis)
+    rand = {"target_slope": [], "off_target_mean_abs_slope": [], "specificity": [], "delta_target": []}
+    for e in effects[1:]:
         sr = _summ(e, axis)
         for k in ("target_slope", "off_target_mean_abs_slope", "specificity"):
             rand[k].append(sr[k])
         rand["delta_target"].append(e["delta"][axis])
-        bar.update(1)
-    bar.close()
     rand_abs = [abs(v) for v in rand["target_slope"]]
     rand.update({
         "n": int(max(n_random, 0)),
@@ -430,10 +631,10 @@ def steering_effect(lm: Any, prompts_by_axis: Mapping[str, Any], direction: Any,
         "specificity_mean": float(np.mean(rand["specificity"])) if rand_abs else float("nan"),
     })
     return {
-        "axis": axis, "hook": setup.hook, "position": setup.position,
-        "measure": "toy_output_f" if setup.toy else "logit_diff_class1_minus_class0",
+        "axis": axis, "hook": first.hook, "position": first.position,
+        "measure": "toy_output_f" if toy else "logit_diff_class1_minus_class0",
         "alphas": al, "scale": scale, "scale_value": s, "added_norm_per_alpha": s,
-        "axes": list(setup.data), "n_prompts": {a: int(len(base[a])) for a in setup.data},
+        "axes": list(steerers), "n_prompts": {a: int(len(base[a])) for a in steerers},
         "mean_output": eff["mean_output"], "delta": eff["delta"], "slope": eff["slope"],
         **summ,
         "random": rand,

@@ -113,7 +113,7 @@ def open_store(store_dir: Any, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def pending_shards(store_dir: Any, manifest: dict[str, Any], names: Sequence[str]) -> list[tuple[int, int, int]]:
-    """``(shard index, lo, hi)`` of every shard not yet on disk (whole, holding `names` with the right rows)."""
+    """``(shard index, lo, hi)`` of every shard not yet on disk (whole and holding `names`)."""
     n, size = int(manifest["n"]), int(manifest["shard_size"])
     out = []
     for i in range((n + size - 1) // size):
@@ -151,58 +151,6 @@ def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> 
             "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos}
 
 
-def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards: Sequence[tuple[int, int, int]], *,
-               batch_size: int, fwd_hooks: Any = None, check_finite: bool = True, bar: Any = None,
-               on_shard: Any = None) -> None:
-    """Compute and write each ``(i, lo, hi)`` of `shards` (the one shard loop: single-process and
-    :mod:`probekit.distributed` ranks both use it). `bar` (tqdm) advances per prompt; `on_shard(i, lo, hi,
-    seconds)` is called after each shard is on disk."""
-    import time
-
-    from .extract import iter_batches, run_batch
-
-    key_len = int(prep.lengths.max())
-    for i, lo, hi in shards:
-        t0 = time.perf_counter()
-        part: dict[str, np.ndarray] = {}
-        for info, x, kw in iter_batches(lm, prep, batch_size, subset=np.arange(lo, hi)):
-            got = run_batch(lm, prep, names, info, x, kw, fwd_hooks, key_len, check_finite)
-            for name, t in got.items():
-                a = t.cpu().numpy()
-                if name not in part:
-                    part[name] = np.full((hi - lo,) + a.shape[1:], np.nan, dtype=np.float32)   # a gap stays NaN
-                part[name][info.index - lo] = a
-            if bar is not None:
-                bar.update(len(info.index))
-        write_shard(store_dir, i, lo, hi, {k: part[k] for k in names})
-        if on_shard is not None:
-            on_shard(i, lo, hi, time.perf_counter() - t0)
-
-
-def extract_to_store(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, *, batch_size: int,
-                     shard_size: int, progress: bool, fwd_hooks: Any, check_finite: bool):
-    """Run extraction shard by shard into `store_dir` (skipping shards already there); return Activations."""
-    from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
-
-    from .extract import activation_meta
-
-    # check_finite=False (NaN/inf allowed on purpose) is recorded, so load_store does not refuse those values
-    manifest = open_store(store_dir, dict(store_request(lm, prep, names, shard_size), finite=bool(check_finite)))
-    todo = pending_shards(store_dir, manifest, names)
-    bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
-               initial=prep.n - sum(hi - lo for _, lo, hi in todo))
-    try:
-        run_shards(lm, prep, names, store_dir, todo, batch_size=batch_size, fwd_hooks=fwd_hooks,
-                   check_finite=check_finite, bar=bar)
-    finally:
-        bar.close()
-    acts = load_store(store_dir, _manifest=manifest, _names=names)
-    mark_complete(store_dir, manifest, {k: v.shape for k, v in acts.acts.items()})
-    acts.meta = activation_meta(lm, prep, names, {k: v.shape for k, v in acts.acts.items()})
-    acts.meta["store_dir"] = str(store_dir)
-    return acts
-
-
 def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequence[str] | None = None):
     """Read a complete store back as :class:`~probekit.extract.Activations` (no model needed).
 
@@ -215,7 +163,7 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
 
     from toy.runio import sha256_file
 
-    from .extract import Activations
+    from .activations import Activations
 
     store_dir = Path(store_dir)
     m = _manifest or read_store_manifest(store_dir)

@@ -8,6 +8,11 @@ pattern). Median of --repeats timings of --iters calls each; prints the table an
 
     python scripts/bench_toy_concept.py                       # batch 64 (the training batch), defaults
     python scripts/bench_toy_concept.py --batch 1024 --out runs/bench_toy_concept.json
+    python scripts/bench_toy_concept.py --seeds 0,1,2,3,4 --set steps=1000   # + seeds trained together
+
+With --seeds: CPU seconds (this process) of one single-seed training of the first seed against
+`train_seeds` of all of them (the stacked model), the ratio, and the largest relative difference
+between each seed's final metrics and its single-seed run (they must agree within 1e-6).
 """
 from __future__ import annotations
 
@@ -49,6 +54,32 @@ def timeit(fn, iters: int, repeats: int) -> float:
     return statistics.median(times)
 
 
+def bench_seeds(cfg: ConceptConfig, seeds: list[int]) -> dict:
+    import math
+
+    from toy.concept.train import train, train_seeds
+
+    train(apply_overrides(cfg, {"steps": 2, "seed": seeds[0]}), progress=False)       # warm-up (imports)
+    t = time.process_time()
+    singles = {seeds[0]: train(apply_overrides(cfg, {"seed": seeds[0]}), progress=False)}
+    t1 = time.process_time() - t
+    t = time.process_time()
+    runs = train_seeds(cfg, seeds, progress=False)
+    tn = time.process_time() - t
+    worst = 0.0
+    for s, r in zip(seeds, runs):
+        ref = singles.get(s) or train(apply_overrides(cfg, {"seed": s}), progress=False)
+        for k, v in ref.metrics["final"].items():
+            w = r.metrics["final"][k]
+            if isinstance(v, float) and not math.isnan(v):
+                worst = max(worst, abs(v - w) / max(abs(v), abs(w), 1e-12))
+    out = {"seeds": seeds, "steps": cfg.total_steps, "single_seed_cpu_s": t1, "together_cpu_s": tn,
+           "ratio": tn / t1, "max_rel_final_metric_diff": worst}
+    print(f"  {len(seeds)} seeds together: {tn:.1f} CPU s vs one seed {t1:.1f} CPU s = {tn / t1:.2f}x "
+          f"({cfg.total_steps} steps); max relative difference of final metrics vs single-seed runs {worst:.1e}")
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=None, help="prompts per forward (default: the config's batch)")
@@ -56,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--seeds", default=None, help="also time these seeds trained together, e.g. 0,1,2,3,4")
     args = ap.parse_args(argv)
     cfg = apply_overrides(ConceptConfig(), args.overrides).validate()
     n = args.batch or cfg.batch_size
@@ -99,6 +131,8 @@ def main(argv=None) -> int:
               f"   overhead {100 * res[k + '_overhead']:+.1f}%  (target <= +10%)")
     print(f"  train step under run_with_hooks(pattern hook): {res['train_step_run_with_hooks_ms']:.3f} ms"
           f"   overhead {100 * res['run_with_hooks_overhead']:+.1f}%")
+    if args.seeds:
+        res["seeds"] = bench_seeds(cfg, [int(s) for s in args.seeds.split(",")])
     if args.out:
         atomic_write_json(args.out, res)
         print(f"wrote {args.out}")

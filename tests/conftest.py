@@ -8,6 +8,16 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+    """Torch and BLAS threads are set once for the whole suite: one thread (the test problems are tiny,
+    and on a shared 2-core machine more threads only oversubscribe it)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    config._probekit_thread_limits = threadpool_limits(1)   # held for the session
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory):
     """Folder with a 2-layer, d_model 64 GPT-2-architecture checkpoint (random weights) + real tokenizer."""
@@ -18,16 +28,35 @@ def tiny_gpt2_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Small problems: one torch / BLAS thread avoids oversubscription on shared CPUs (restored after).
-    Use with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    """One torch / BLAS thread for a module (the suite already runs on one: see pytest_configure; this
+    restores one thread should an earlier test have changed it). Use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
     import torch
-    from threadpoolctl import threadpool_limits
 
-    n = torch.get_num_threads()
     torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(n)
+    yield
+
+
+@pytest.fixture(scope="session")
+def small_concept_run_dir(tmp_path_factory):
+    """The small concept toy run (tests/toy_fixtures.py) trained ONCE per test session, on disk.
+    Tests read it (load it with `toy.api.load_run`); none may write into it. The determinism test in
+    test_toy_concept_train.py retrains it independently and compares."""
+    from tests.toy_fixtures import train_small_concept_run
+    from toy.runio import is_complete_run
+
+    path = tmp_path_factory.getbasetemp() / "small_concept_toy"
+    if not is_complete_run(path):
+        train_small_concept_run(out_dir=path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_concept_run(small_concept_run_dir):
+    """The session's small concept toy run, loaded (`toy.api.ToyRun`); shared: do not modify it."""
+    from toy.api import load_run
+
+    return load_run(small_concept_run_dir)
 
 
 @pytest.fixture(scope="session")

@@ -154,11 +154,10 @@ def test_prefix_matching_on_tiny_gpt2(tiny_lm):
 
 # ----------------------------------------------------------------------------------- toy run
 @pytest.fixture(scope="module")
-def toy_lm():
+def toy_lm(small_concept_run):
     from probekit.models import toy_loaded_model
-    from tests.toy_fixtures import train_small_concept_run
 
-    return toy_loaded_model(train_small_concept_run())
+    return toy_loaded_model(small_concept_run)
 
 
 def test_correct_attention_on_trained_toy(toy_lm):
@@ -175,3 +174,22 @@ def test_correct_attention_on_trained_toy(toy_lm):
     np.testing.assert_allclose(q["mass_match"][0], manual, atol=1e-5)
     with pytest.raises(ProbekitError, match="token"):
         A.prefix_matching_scores(toy_lm)
+
+
+def test_correct_attention_from_a_shared_forward(tiny_lm):
+    """Pattern rows taken in the comparison's shared forward (extract_many) give the same metrics, and
+    correct_attention then runs no forward of its own."""
+    from probekit.extract import extract_many, prepare
+
+    prompts = _icl_prompts()
+    prep = prepare(tiny_lm, prompts, "last")
+    got = extract_many(tiny_lm, prep, {"acts": ("resid_post", "query"), "final": ("pattern", "last"),
+                                       "query": ("pattern", "query")}, progress=False)
+    plain = A.correct_attention(tiny_lm, prompts, progress=False)
+    shared = A.correct_attention(tiny_lm, prompts, progress=False, prepared=prep,
+                                 patterns={"final": got["final"], "query": got["query"]})
+    for s in ("query", "final"):
+        for k in ("mass_match", "share", "excess_share", "mass_demos_word"):
+            np.testing.assert_allclose(shared[s][k], plain[s][k], atol=1e-6)
+    with pytest.raises(DataError, match="lacks"):
+        A.correct_attention(tiny_lm, prompts, sources=("final",), patterns={"final": got["acts"]}, progress=False)

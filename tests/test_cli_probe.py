@@ -9,20 +9,8 @@ from probekit.cli import main
 
 
 @pytest.fixture(scope="module")
-def toy_run_dir(tmp_path_factory):
-    import torch
-
-    from tests.toy_fixtures import train_small_concept_run
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("toy") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)          # tiny model: one thread is fastest on a shared machine
-    try:
-        train_small_concept_run(d)
-    finally:
-        torch.set_num_threads(threads)
-    return d
+def toy_run_dir(small_concept_run_dir):
+    return small_concept_run_dir   # the session's shared small run (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -246,10 +246,8 @@ def test_toy_position_errors(toy_lm):
         extract(toy_lm, ["text"], "blocks.0.hook_resid_pre", progress=False)
 
 
-def test_trained_toy_run_extraction():
-    from tests.toy_fixtures import train_small_concept_run
-
-    run = train_small_concept_run()
+def test_trained_toy_run_extraction(small_concept_run):
+    run = small_concept_run
     toy = toy_loaded_model(run)
     batch = run.probe_batch(40, seed=3)
     acts = extract(toy, batch, ["blocks.0.hook_resid_pre", "blocks.0.attn.hook_pattern", "blocks.0.hook_attn_out",
@@ -265,17 +263,54 @@ def test_trained_toy_run_extraction():
     np.testing.assert_allclose(again["blocks.0.attn.hook_pattern"], pat, atol=1e-6)
 
 
-def test_readme_flow_extract_sweep_on_a_toy(tmp_path):
+def test_readme_flow_extract_sweep_on_a_toy(small_concept_run_dir):
     """The README's Python example on a toy run: load_model -> extract -> layer_sweep(Activations) -> best_layer."""
     from probekit import load_model
     from probekit.evaluate import best_layer, layer_sweep
     from probekit.extract import extract
-    from tests.toy_fixtures import train_small_concept_run
 
-    train_small_concept_run(out_dir=tmp_path / "run")
-    lm = load_model(f"toy:{tmp_path / 'run'}")
+    lm = load_model(f"toy:{small_concept_run_dir}")
     batch = lm.toy_run.probe_batch(400, seed=1)
     acts = extract(lm, batch, "blocks.0.hook_resid_pre", position="last", progress=False)
     rows = layer_sweep(acts, batch.axis_labels["concept_0"], groups=batch.groups, probes=["mass-mean"])
     best = best_layer(rows)
     assert best["hook"] == "blocks.0.hook_resid_pre" and best["accuracy"] >= 0.95
+
+
+def test_extract_many_one_forward_equals_separate_extracts(lm, monkeypatch):
+    """Several (hooks, position) requests from one forward per batch, prompts tokenised once."""
+    import probekit.extract as E
+
+    calls = {"n": 0}
+    real = E._call_model
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(E, "_call_model", counting)
+    prep = E.prepare(lm, PROMPTS, "last")
+    got = E.extract_many(lm, prep, {"q": (["resid_post:0", "resid_pre:1"], "query"), "fin": ("pattern", "last"),
+                                   "lab": ("resid_post:1", "labels")}, batch_size=2, progress=False)
+    assert calls["n"] == 3                                   # ceil(5 / 2) batches, one forward each
+    for key, hooks, pos in (("q", ["resid_post:0", "resid_pre:1"], "query"), ("fin", "pattern", "last"),
+                            ("lab", "resid_post:1", "labels")):
+        one = extract(lm, PROMPTS, hooks, position=pos, batch_size=3, progress=False)
+        assert got[key].hooks == one.hooks
+        for h in one.hooks:
+            np.testing.assert_allclose(got[key][h], one[h], atol=1e-6)
+        assert got[key].meta["position"] == one.meta["position"]
+        np.testing.assert_array_equal(got[key].positions, one.positions)
+    with pytest.raises(DataError, match="hooks, position"):
+        E.extract_many(lm, PROMPTS, {"bad": "resid_post"})
+
+
+def test_store_does_not_import_extract():
+    """probekit.store is shard I/O only: importing it (and Activations) pulls in no extraction code."""
+    import subprocess
+    import sys
+
+    code = ("import sys, probekit.store, probekit.activations; "
+            "assert 'probekit.extract' not in sys.modules, sorted(m for m in sys.modules if m.startswith('probekit'))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from probekit.activations import Activations as A2
+    assert A2 is Activations                                 # the old import path still works

@@ -245,10 +245,8 @@ def test_word_token_ids_and_causal_ip_on_tiny_gpt2(tmp_path, tiny_gpt2_dir):
 
 
 @pytest.fixture(scope="module")
-def toy_run():
-    from tests.toy_fixtures import train_small_concept_run
-
-    return train_small_concept_run()
+def toy_run(small_concept_run):
+    return small_concept_run
 
 
 def test_toy_geometry_against_truth(toy_run):

@@ -309,17 +309,8 @@ def test_script_runs_on_a_local_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch,
 
 
 @pytest.fixture(scope="module")
-def toy_run_dir(tmp_path_factory):
-    from tests.toy_fixtures import train_small_concept_run
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)   # small matrices: one thread is faster
-    out = tmp_path_factory.mktemp("toy_icl") / "run"
-    try:   # the shared small run, with fewer evaluation extras (this test only needs the trained model)
-        train_small_concept_run(out_dir=out, log_every=100, n_bayes=2000, n_test=256, n_test_log=64, n_noise_probe=8)
-    finally:
-        torch.set_num_threads(threads)
-    return out
+def toy_run_dir(small_concept_run_dir):
+    return small_concept_run_dir   # the session's shared small run (tests/conftest.py)
 
 
 def test_toy_icl_curve(toy_run_dir, tmp_path):

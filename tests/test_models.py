@@ -195,11 +195,9 @@ def test_toy_spec_with_bad_dir_raises(tmp_path):
         load_model(f"toy:{tmp_path}", compatibility_mode=True)
 
 
-def test_toy_spec_loads_a_trained_run(tmp_path):
-    from tests.toy_fixtures import train_small_concept_run
-
-    run = train_small_concept_run(tmp_path / "run")
-    run_dir = tmp_path / "run"
+def test_toy_spec_loads_a_trained_run(small_concept_run_dir, small_concept_run):
+    run = small_concept_run
+    run_dir = small_concept_run_dir
     lm_toy = load_model(f"toy:{run_dir}")
     assert lm_toy.kind == "toy" and lm_toy.model_id == f"toy:{run_dir.resolve()}"
     assert lm_toy.tokenizer is None and lm_toy.toy_run.setting == "concept"

@@ -14,11 +14,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ----------------------------------------------------------------------------------- toy run
 @pytest.fixture(scope="module")
-def toy_lm():
+def toy_lm(small_concept_run):
     from probekit.models import toy_loaded_model
-    from tests.toy_fixtures import train_small_concept_run
 
-    return toy_loaded_model(train_small_concept_run())
+    return toy_loaded_model(small_concept_run)
 
 
 @pytest.fixture(scope="module")

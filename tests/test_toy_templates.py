@@ -303,3 +303,19 @@ def test_probekit_layer_probes_run_unchanged_on_the_toy(trained, tmp_path):
         by_hook.setdefault(r["hook"], []).append(r["accuracy"])
     assert max(by_hook["blocks.0.hook_resid_pre"]) <= 0.65
     assert max(max(v) for v in by_hook.values()) >= 0.9
+
+
+def test_fit_restores_the_callers_thread_count(monkeypatch):
+    """fit runs with cfg.threads torch threads and gives the caller's count back afterwards."""
+    import toy.templates.train as T
+
+    inside = []
+    real = T.build_model
+    monkeypatch.setattr(T, "build_model", lambda cfg: inside.append(torch.get_num_threads()) or real(cfg))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(TemplatesConfig(steps=2, threads=1, **SMALL), progress=False)
+        assert inside == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

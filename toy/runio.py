@@ -708,3 +708,15 @@ def read_run_config(run_dir: str | os.PathLike, setting: str, config_cls):
         raise RunError(f"{Path(run_dir) / 'run.json'} holds a config this version cannot use ({e}); train the run "
                        "again") from None
     return manifest, cfg
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run a block with n torch threads and restore the previous count afterwards (toy matrices are
+    tiny: 1 thread is fastest on a busy machine)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

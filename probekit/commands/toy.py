@@ -2,6 +2,7 @@
 
     probekit toy train --setting concept --set d=128 --set K=6 --out runs/c0 [--overwrite]
     probekit toy train --setting concept --help-config        # list the setting's knobs and defaults
+    probekit toy train --setting concept --seeds 0,1,2,3,4 --out runs/c   # seeds together: runs/c/seedS
     probekit toy ood --run runs/c0 [--out runs/c0_ood]
     probekit toy settings                                     # list the settings
 
@@ -29,6 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="override a config knob (repeatable); --help-config lists them")
     t.add_argument("--out", help="run directory to write (required unless --help-config)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run at --out")
+    t.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="train these seeds together (one batched model where the setting has one); "
+                        "seed S is written to OUT/seedS")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--help-config", action="store_true", help="list the setting's knobs with defaults and exit")
 
@@ -100,6 +104,19 @@ def run(args) -> int:
             cfg.validate()
         if not args.out:
             raise ConfigError("probekit toy train needs --out DIR (the run directory to write)")
+        if args.seeds is not None:
+            from toy.api import train_seeds
+
+            try:
+                seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+            except ValueError:
+                raise ConfigError(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. --seeds 0,1,2") from None
+            runs = train_seeds(setting, cfg, seeds, out_dir=args.out, progress=not args.no_progress,
+                               overwrite=args.overwrite)
+            for s, r in zip(seeds, runs):
+                print(f"trained toy setting {setting.name!r} seed {s}; run written to {r.path}")
+                _print_final(r.metrics.get("final", {}) if isinstance(r.metrics, dict) else {})
+            return 0
         run_ = setting.train(cfg, out_dir=args.out, progress=not args.no_progress, overwrite=args.overwrite)
         print(f"trained toy setting {setting.name!r}; run written to {run_.path}")
         final = run_.metrics.get("final", {}) if isinstance(run_.metrics, dict) else {}

@@ -10,7 +10,7 @@ from toy.runio import torch_stream
 
 from .config import ConceptConfig
 from .data import sample_prompts, test_distribution
-from .train import load, train
+from .train import load, train, train_seeds
 
 # Keys that define the dictionary or the model: a probe batch cannot change them.
 FROZEN_KEYS = ("seed", "d", "K", "basis", "alpha_a", "alpha_b", "alpha_c", "alpha_e", "arch", "d_qk", "d_v",
@@ -72,5 +72,5 @@ def ood(run_dir, out_dir=None, progress: bool = True):
 
 
 SETTING = Setting(name="concept", config_cls=ConceptConfig, train=train, load=load, probe_batch=probe_batch,
-                  truth_directions=truth_directions, ood=ood,
+                  truth_directions=truth_directions, ood=ood, train_seeds=train_seeds,
                   description="Bu et al. 2024: concept-based sparse-coding prompts, softmax attention + ReLU MLP")

@@ -291,6 +291,214 @@ def _train(cfg: ConceptConfig, progress: bool, ckpt: Path | None = None) -> ToyR
     return ToyRun(SETTING_NAME, cfg, model, metrics, None, extra={"dictionary": dic})
 
 
+def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, overwrite: bool = False) -> list[ToyRun]:
+    """Train one run per seed of `seeds` (cfg with ``seed`` replaced) TOGETHER: the seeds' models are
+    stacked into one batched model, so every step is one forward / backward for all seeds, while each
+    seed keeps its own dictionary, data, initialisation and random streams, drawn in the same order as
+    :func:`train` draws them. Each run equals ``train(cfg with that seed)`` (same weights and metrics).
+    With `out_dir`, seed S is written to ``out_dir/seedS`` (each run directory atomically).
+    The conventional architecture is trained seed after seed."""
+    import contextlib
+
+    from toy.config import apply_overrides
+
+    if not isinstance(cfg, ConceptConfig):
+        raise ConfigError(f"the concept setting needs a ConceptConfig, got {type(cfg).__name__}")
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds must be distinct non-negative integers; got {seeds}")
+    cfgs = [apply_overrides(cfg, {"seed": s}) for s in seeds]
+    writers = ([RunWriter(Path(out_dir) / f"seed{s}", overwrite=overwrite) for s in seeds]
+               if out_dir is not None else None)                            # every target refused early
+    with contextlib.ExitStack() as stack:
+        for w in writers or []:
+            stack.enter_context(w)
+        runs = _train_batched(cfgs, progress) if cfg.arch == "theory" else [_train(c, progress) for c in cfgs]
+        for i, run in enumerate(runs):
+            if writers is not None:
+                save_run(run, writers[i].path)
+                writers[i].finish(setting=SETTING_NAME, config=cfgs[i].to_dict(), extra={"arch": cfgs[i].arch})
+    if writers is not None:
+        for run, w in zip(runs, writers):
+            run.path = w.target
+    return runs
+
+
+class _Trainer:
+    """One seed's training state: dictionary, model, data streams, test sets, history and logging."""
+
+    def __init__(self, cfg: ConceptConfig):
+        self.cfg = cfg
+        self.K = cfg.K
+        self.dic = dic = make_dictionary(cfg)
+        self.model = build_model(cfg)
+        train_tasks = id_tasks(cfg)
+        test_tasks, L_test, sigma_test = test_distribution(cfg)
+        self.L_test, self.sigma_test = L_test, sigma_test
+        self.test = sample_prompts(cfg, dic, test_tasks, cfg.n_test, L_test, torch_stream(cfg.seed, "test"), sigma_test)
+        self.test_log = self.test.subset(slice(0, cfg.n_test_log))
+        self.noise = _probe_noise(cfg)
+        self.bayes = bayes_error(cfg, dic)
+        g = torch_stream(cfg.seed, "batches")
+        self.T = cfg.total_steps
+        if cfg.finite_data:
+            train_set = sample_prompts(cfg, dic, train_tasks, cfg.n_train, cfg.L_train, torch_stream(cfg.seed, "train_set"))
+            self.per_epoch = -(-cfg.n_train // cfg.batch_size)
+
+            def batches():
+                for _ in range(cfg.epochs):
+                    perm = torch.randperm(cfg.n_train, generator=g)
+                    for i in range(self.per_epoch):
+                        yield train_set.subset(perm[i * cfg.batch_size:(i + 1) * cfg.batch_size])
+        else:
+            self.per_epoch = None
+
+            def batches():
+                while True:
+                    yield sample_prompts(cfg, dic, train_tasks, cfg.batch_size, cfg.L_train, g)
+        self.it = batches()
+        self.history: dict[str, list] = defaultdict(list)
+        self.acc = defaultdict(float)
+        self.n_acc = 0
+
+    def params(self) -> list:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def log(self, step: int, n_acc: int) -> None:
+        model, history, acc = self.model, self.history, self.acc
+        model.eval()
+        ev = M.evaluate(model, self.test_log, self.K)
+        history["step"].append(step)
+        if self.per_epoch:
+            history["epoch"].append(step / self.per_epoch)
+        for k in ("loss", "error", "correct_attention"):
+            history[f"train_{k}"].append(acc[k] / max(n_acc, 1))
+        history["test_loss"].append(ev["loss"])
+        history["test_error"].append(ev["error"])
+        history["test_correct_attention"].append(ev["correct_attention"])
+        history["attention_entropy"].append(ev["attention_entropy"])
+        history["frac_f_zero"].append(ev["frac_f_zero"])
+        for k, v in model_quantities(model, self.cfg, self.dic, self.noise).items():
+            history[k].append(v)
+        acc.clear()
+        model.train()
+
+    def step_stats(self, batch, f, row) -> None:
+        L = batch.demo_match.shape[1]
+        st = M.loss_and_error(f.detach(), batch.target)
+        self.acc["loss"] += st["loss"]
+        self.acc["error"] += st["error"]
+        self.acc["correct_attention"] += float((row[:, :L] * batch.demo_match.float()).sum(-1).mean())
+
+    def after_step(self, step: int, bar) -> None:
+        """Book-keeping after optimizer step `step` (logging every log_every steps and at the end)."""
+        self.n_acc += 1
+        if step % self.cfg.log_every == 0 or step == self.T:
+            self.log(step, self.n_acc)
+            self.n_acc = 0
+            if bar is not None:
+                h = self.history
+                bar.set_postfix(loss=f"{h['test_loss'][-1]:.3f}", err=f"{h['test_error'][-1]:.3f}",
+                                attn=f"{h['test_correct_attention'][-1]:.3f}")
+
+    def finish(self) -> ToyRun:
+        cfg = self.cfg
+        self.model.eval()
+        final = final_metrics(self.model, cfg, self.dic, self.test, self.noise, self.bayes, self.history)
+        metrics = {"final": final, "history": dict(self.history), "bayes": self.bayes,
+                   "test_distribution": {"mode": cfg.ood_mode, "L": self.L_test, "sigma_xi": self.sigma_test}}
+        return ToyRun(SETTING_NAME, cfg, self.model, metrics, None, extra={"dictionary": self.dic})
+
+
+def _optimizer(cfg: ConceptConfig, params):
+    return torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=cfg.lr)
+
+
+class _Stacked:
+    """The theory models of several seeds as one batched model: each trainable weight is one tensor
+    [S, ...] and every seed's own module holds views into it (so its evaluation reads the live weights).
+    ``forward`` is ConceptTransformer.forward with a leading seed axis, op for op."""
+
+    NAMES = ("attn.W_KQ", "attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in")
+
+    def __init__(self, models: list) -> None:
+        self.models = models
+        self.cfg = models[0].cfg
+        self.params: dict[str, torch.nn.Parameter] = {}
+        for name in self.NAMES:
+            mod_name, attr = name.rsplit(".", 1)
+            first = getattr(models[0].get_submodule(f"blocks.0.{mod_name}"), attr, None)
+            if not isinstance(first, torch.nn.Parameter) or not first.requires_grad:
+                continue
+            P = torch.nn.Parameter(torch.stack([getattr(m.get_submodule(f"blocks.0.{mod_name}"), attr).detach()
+                                                for m in models]))
+            for s, m in enumerate(models):
+                getattr(m.get_submodule(f"blocks.0.{mod_name}"), attr).data = P.data[s]
+            self.params[name] = P
+        self.W_V = None if self.cfg.train_V else models[0].attn.W_V
+        self.a = models[0].mlp.a
+
+    def forward(self, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """H [S, n, L+1, 2d] -> (f [S, n], query attention row [S, n, P])."""
+        cfg, p = self.cfg, self.params
+        h_q = H[:, :, -1]
+        keys = H if cfg.include_self else H[:, :, :-1]
+        if cfg.merge_qk:
+            u = h_q @ p["attn.W_KQ"].transpose(-1, -2)
+        else:
+            q = h_q @ p["attn.W_Q"].transpose(-1, -2)
+            u = q @ p["attn.W_K"]
+        scores = torch.einsum("snpd,snd->snp", keys, u) / cfg.tau
+        pattern = torch.softmax(scores, dim=-1)
+        z = torch.einsum("snp,snpd->snd", pattern, keys)
+        if cfg.train_V:
+            z = z @ p["attn.W_V"].transpose(-1, -2)
+        pre = z @ p["mlp.W_in"].transpose(-1, -2)
+        return torch.relu(pre) @ self.a, pattern.detach()
+
+    def release(self) -> None:
+        """Give every seed's module its own copy of its weights (no shared storage left)."""
+        for name in self.params:
+            mod_name, attr = name.rsplit(".", 1)
+            for m in self.models:
+                prm = getattr(m.get_submodule(f"blocks.0.{mod_name}"), attr)
+                prm.data = prm.data.clone()
+
+
+def _train_batched(cfgs: list, progress: bool) -> list[ToyRun]:
+    trs = [_Trainer(c) for c in cfgs]
+    stack = _Stacked([tr.model for tr in trs])
+    T = trs[0].T
+    opt = _optimizer(cfgs[0], list(stack.params.values()))
+    bar = tqdm(total=T, desc=f"concept seeds {[c.seed for c in cfgs]}", disable=not progress, leave=False)
+    for tr in trs:
+        tr.model.train()
+    if T == 0:
+        for tr in trs:
+            batch = next(tr.it)
+            with torch.no_grad():
+                tr.step_stats(batch, *_forward_train(tr.model, batch.inputs))
+            tr.log(0, 1)
+    for step in range(1, T + 1):
+        batches = [next(tr.it) for tr in trs]
+        f, row = stack.forward(torch.stack([b.inputs for b in batches]))
+        losses = [F.softplus(-b.target * f[s]).mean() for s, b in enumerate(batches)]
+        for s, (tr, b) in enumerate(zip(trs, batches)):
+            if step == 1:
+                tr.step_stats(b, f[s], row[s])
+                tr.log(0, 1)
+            tr.step_stats(b, f[s], row[s])
+        opt.zero_grad(set_to_none=True)
+        torch.stack(losses).sum().backward()
+        opt.step()
+        for tr in trs:
+            tr.after_step(step, bar if tr is trs[0] else None)
+        bar.update(1)
+    bar.close()
+    stack.release()
+    return [tr.finish() for tr in trs]
+
+
 @torch.no_grad()
 def final_metrics(model, cfg, dic, test, noise, bayes, history) -> dict:
     ev = M.evaluate(model, test, cfg.K)

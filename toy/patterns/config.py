@@ -50,7 +50,7 @@ class PatternsConfig:
     def d_in(self) -> int:
         return self.d_x + self.d_y
 
-    def validate(self) -> None:
+    def validate(self) -> "PatternsConfig":
         check_int("seed", self.seed, lo=0)
         check_int("d_x", self.d_x, lo=2)
         check_int("n_relevant", self.n_relevant, lo=3)
@@ -111,6 +111,7 @@ class PatternsConfig:
             raise ConfigError(
                 f"tasks={self.tasks!r} with n_relevant={self.n_relevant} uses all {len(train)} tasks for training and "
                 "leaves no unseen task to test on; use tasks=cyclic or more relevant patterns (n_relevant >= 5)")
+        return self
 
 
 def _memory_terms(cfg: "PatternsConfig") -> list[tuple[str, float, str]]:

@@ -1,23 +1,14 @@
 """Error, margin and correct attention of a trained model; magnitude vs random pruning (spec 2.3)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
+from ..runio import torch_threads  # noqa: F401  (re-exported: ood, train, baselines use it)
 from .data import Prompts
 
 
-@contextmanager
-def torch_threads(n: int):
-    """Run a block with n torch threads (these matrices are tiny: 1 thread is fastest on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @torch.no_grad()

@@ -78,10 +78,10 @@ def ood_grid(model, cfg, n: int, seed: int, progress: bool = True) -> dict:
 def run_ood(run_dir, out_dir=None, progress: bool = True, n: int | None = None) -> dict:
     """`Setting.ood`: the S1 x l_ts grid and the S1 check for a trained run; writes ood.json, ood_curves.png
     (+ .json) and ood_s1.png (+ .json) into out_dir (default: RUN/ood)."""
+    from ..api import load_run
     from .figures import plot_ood_curves, plot_ood_s1
-    from .train import load
 
-    run = load(run_dir)
+    run = load_run(run_dir)   # through the registry: ood and train do not import each other
     cfg = run.config
     n = cfg.final_prompts if n is None else n
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "ood"

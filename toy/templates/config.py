@@ -60,7 +60,7 @@ class TemplatesConfig:
             "device": "cpu | cuda | auto", "seed": "dictionary/init/data seed", "threads": "torch CPU threads",
         }
 
-    def validate(self) -> None:
+    def validate(self) -> "TemplatesConfig":
         check_int("N", self.N, 1, 100_000)
         check_int("K", self.K, 2, 100_000)
         check_int("d", self.d, 1, 10_000)
@@ -112,6 +112,7 @@ class TemplatesConfig:
         if self.loss_mode == "empirical" and self.batch_size > self.n_train:
             raise ConfigError(f"batch_size={self.batch_size} exceeds n_train={self.n_train}: lower batch_size or raise n_train")
         check_memory("templates", self.memory_terms())
+        return self
 
     def memory_terms(self) -> list[tuple[str, float, str]]:
         """(what, bytes, knobs) of the large allocations, for toy.config.check_memory."""

@@ -16,7 +16,7 @@ import torch
 from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from toy.api import ToyRun
-from toy.runio import RunWriter, atomic_write_json, save_tensors, torch_stream
+from toy.runio import RunWriter, atomic_write_json, save_tensors, torch_stream, torch_threads
 
 from . import figures
 from .config import TemplatesConfig, resolve_device
@@ -57,9 +57,14 @@ def evaluate(model, problem: Problem, tests: dict[str, torch.Tensor]) -> dict[st
 
 
 def fit(cfg: TemplatesConfig, problem: Problem | None = None, progress: bool = True):
-    """Train a model for `cfg`. Returns (model, problem, history)."""
+    """Train a model for `cfg` with `cfg.threads` torch threads (restored afterwards).
+    Returns (model, problem, history)."""
     cfg.validate()
-    torch.set_num_threads(cfg.threads)
+    with torch_threads(cfg.threads):
+        return _fit(cfg, problem, progress)
+
+
+def _fit(cfg: TemplatesConfig, problem: Problem | None, progress: bool):
     device = resolve_device(cfg)
     problem = problem or Problem.from_config(cfg)
     dtype = DTYPES[cfg.dtype]
