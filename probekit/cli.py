@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     else:                        # before transformers is imported: no "Loading weights" bars, no notices
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not sys.stderr.isatty():  # any plain tqdm bar not made by toy.progress: at most one frame per 30 s
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     from toy.config import ConfigError
     from toy.runio import RunError, sigterm_as_interrupt
     from .errors import ProbekitError
@@ -74,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"probekit {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"probekit {args.command}: interrupted; nothing half-written was left behind", file=sys.stderr)
+        print(f"probekit {args.command}: interrupted; nothing half-written was left behind"
+              + ("; the toy training resumes from its checkpoint when the same command runs again"
+                 if args.command in ("demo", "compare", "toy", "run") else ""), file=sys.stderr)
         return 130
 
 

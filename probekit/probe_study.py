@@ -297,6 +297,7 @@ def _study(model, lm, tmp: Path, *, ds, word_inputs, data, concepts, concept_lis
     from .artifacts import dataset_hash, save_probe
     from .evaluate import best_layer, layer_sweep, prepare_labels
     from .extract import extract
+    from .hooks import canonical_names
     from .probes import make_probe
 
     if lm is None:
@@ -377,7 +378,8 @@ def _study(model, lm, tmp: Path, *, ds, word_inputs, data, concepts, concept_lis
                                               "data": data_desc, "n_train": int(keep.sum())})
         artifacts[c] = art_rel
     results = {
-        "model": lm.identity(), "hooks": hooks, "position": pos, "concepts": concept_list,
+        "model": lm.identity(), "hooks": hooks, "canonical_hooks": canonical_names(lm.model, hooks),
+        "position": pos, "concepts": concept_list,
         "probes": probe_names, "data": data_desc, "dataset_hash": dhash,
         "settings": {"n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
                      "C": C, "layers": layers},

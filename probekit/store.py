@@ -147,8 +147,11 @@ def mark_complete(store_dir: Any, manifest: dict[str, Any], shapes: dict[str, Se
 
 def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> dict[str, Any]:
     """The manifest fields that identify an extraction request (compared by :func:`open_store`)."""
+    from .hooks import canonical_names
+
     return {"format": FORMAT, "model": lm.identity(), "hooks": list(names), "position": prep.rule.describe(),
-            "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos}
+            "data_hash": prep.data_hash, "n": prep.n, "shard_size": int(shard_size), "prepend_bos": prep.prepend_bos,
+            "canonical_hooks": canonical_names(lm.model, names)}      # the bridge's names beside the legacy ones
 
 
 def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequence[str] | None = None):
@@ -202,7 +205,7 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
                 raise StoreDamagedError(f"{p}: hook {k!r} holds NaN, infinite or non-float values; {_fix(store_dir)}")
             parts[k].append(a.astype(np.float32, copy=False))
     out = {k: (np.concatenate(v, axis=0) if v else np.zeros((0,), np.float32)) for k, v in parts.items()}
-    meta = {k: m[k] for k in ("model", "hooks", "position", "data_hash", "n", "prepend_bos") if k in m}
+    meta = {k: m[k] for k in ("model", "hooks", "canonical_hooks", "position", "data_hash", "n", "prepend_bos") if k in m}
     meta.update(versions=m.get("versions"), dtype="float32", store_dir=str(store_dir),
                 shapes={k: list(v.shape) for k, v in out.items()})
     return Activations(acts={k: out[k] for k in names}, meta=meta, positions=None)

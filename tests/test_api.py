@@ -139,3 +139,14 @@ def test_model_ids_gpt2_is_the_alias_of_openai_community_gpt2():
         check_identity({"model": {"model_id": "gpt2-medium", **base}}, {"model_id": "openai-community/gpt2", **base})
     fp = {"weights_sha256": "abc"}
     check_identity({"model": {"model_id": "path:/a", **base, **fp}}, {"model_id": "openai-community/gpt2", **base, **fp})
+
+
+def test_stores_record_canonical_hook_names_beside_legacy_ones(lm, tmp_path):
+    from probekit.extract import extract
+    from probekit.store import load_store
+
+    extract(lm, PROMPTS, "resid_post", store_dir=tmp_path / "s", shard_size=2, progress=False)
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["canonical_hooks"]["blocks.1.hook_resid_post"] == "blocks.1.hook_out"
+    back = load_store(tmp_path / "s")
+    assert back["blocks.1.hook_out"] is back["resid_post", 1]

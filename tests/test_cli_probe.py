@@ -76,6 +76,7 @@ def test_tiny_gpt2_negative_control(tiny_gpt2_dir, single_token_csv, tmp_path):
     res, rows = _rows(out)
     assert res["position"] == "word"
     hooks = ["blocks.0.hook_resid_pre", "blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    assert res["canonical_hooks"]["blocks.1.hook_resid_post"] == "blocks.1.hook_out"   # beside the legacy names
     assert [r["hook"] for r in rows] == [h for h in hooks for _ in range(3)]
     assert rows[0]["n"] >= 300
     for r in rows:   # random weights: no concept generalises to held-out words

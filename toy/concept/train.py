@@ -142,7 +142,7 @@ def train(cfg: ConceptConfig, out_dir=None, progress: bool = True, overwrite: bo
     return run
 
 
-def estimate_seconds(cfg: ConceptConfig, n_steps: int = 4) -> float:
+def estimate_seconds(cfg: ConceptConfig, n_steps: int = 6) -> float:
     """A rough estimate of training time here: a few timed steps and one logging pass, extrapolated."""
     dic = make_dictionary(cfg)
     model = build_model(cfg)
@@ -151,17 +151,23 @@ def estimate_seconds(cfg: ConceptConfig, n_steps: int = 4) -> float:
     g = torch.Generator().manual_seed(0)
     test_log = sample_prompts(cfg, dic, test_tasks, cfg.n_test_log, L_test, g, sigma_test)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
-    batch = sample_prompts(cfg, dic, tasks, cfg.batch_size, cfg.L_train, g)
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
+    def one_step():
+        batch = sample_prompts(cfg, dic, tasks, cfg.batch_size, cfg.L_train, g)
         f, _row = _forward_train(model, batch.inputs)
         loss = F.softplus(-batch.target * f).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    per_step = (time.perf_counter() - t0) / n_steps
+
+    for _ in range(2):                      # warm-up (first calls are slower), not timed
+        one_step()
     t0 = time.perf_counter()
+    for _ in range(n_steps):
+        one_step()
+    per_step = (time.perf_counter() - t0) / n_steps
     model.eval()
+    M.evaluate(model, test_log, cfg.K)      # warm-up
+    t0 = time.perf_counter()
     M.evaluate(model, test_log, cfg.K)
     per_log = time.perf_counter() - t0
     T = cfg.total_steps
