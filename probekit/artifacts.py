@@ -21,15 +21,16 @@ An artifact is a directory with
                         library versions, `extra`
 written under a temporary name and renamed into place (never half-written). No pickle.
 `load_probe(..., model=..., hook=...)` raises ProbeMismatchError when the model identity or hook
-differs from the one the probe was trained on.
+differs from the one the probe was trained on, or when the artifact records no model identity at all
+(fail closed). `load_probe` validates what it reads as scikit-learn validates inputs: finite tensors of
+the recorded width, shapes consistent with the class count (binary: coef [1, d], intercept [1],
+direction [d]; k classes: [k, d], [k], [k, d]), known constructor parameters only, and only the fitted
+attributes in FITTED_ATTRIBUTES; anything else raises DataError naming the file and the fix.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,10 @@ META = "probe.json"
 # identity fields compared on load (when both sides have them); with weight fingerprints on both
 # sides the fingerprint replaces model_id (the same weights under another name or folder match)
 IDENTITY_KEYS = ("model_id", "kind", "processing", "n_layers", "d_model")
+# scalar fitted attributes a probe may carry besides coef_/intercept_/direction_/classes_ (whitelist:
+# load_probe never sets any other attribute from a file)
+FITTED_ATTRIBUTES = {"lda": ("shrinkage_",), "mass-mean": (), "logistic": ()}
+TENSOR_NAMES = ("coef", "direction", "intercept")
 FINGERPRINT_KEY = "weights_sha256"
 
 
@@ -127,7 +132,7 @@ def save_probe(probe, path, acts=None, *, model_identity: dict | None = None, ho
                         "and dataset_hash=")
     from safetensors.numpy import save
 
-    from toy.runio import atomic_write_bytes, library_versions, swap_in_dir, to_jsonable
+    from toy.runio import AtomicOutput, RunError, atomic_write_bytes, library_versions, to_jsonable
 
     from .probes import probe_name
 
@@ -142,19 +147,9 @@ def save_probe(probe, path, acts=None, *, model_identity: dict | None = None, ho
     ident = _identity_dict(model_identity)
     if "model_id" not in ident:
         raise DataError("model_identity must hold at least 'model_id' (use LoadedModel.identity())")
-    target = Path(path).resolve()
-    if target.exists():
-        if not target.is_dir():
-            raise DataError(f"{target} exists and is not a directory; choose another path for the probe")
-        if any(target.iterdir()):
-            if not is_probe_dir(target):
-                raise DataError(f"{target} is not empty and is not a probe artifact; choose an empty or new directory")
-            if not overwrite:
-                raise DataError(f"{target} already holds a probe; pass overwrite=True or choose another path")
     classes = [c.item() if hasattr(c, "item") else c for c in probe.classes_]
-    fitted = {k: to_jsonable(v) for k, v in vars(probe).items()
-              if k.endswith("_") and k not in ("coef_", "intercept_", "direction_", "classes_", "n_features_in_")
-              and not k.startswith("_") and isinstance(v, (int, float, str, bool))}
+    fitted = {k: to_jsonable(getattr(probe, k)) for k in FITTED_ATTRIBUTES.get(name, ())
+              if isinstance(getattr(probe, k, None), (int, float, str, bool))}
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "probe": name, "params": to_jsonable(probe.get_params()), "fitted": fitted,
@@ -167,16 +162,14 @@ def save_probe(probe, path, acts=None, *, model_identity: dict | None = None, ho
     tensors = {"coef": np.ascontiguousarray(probe.coef_, dtype=np.float64),
                "intercept": np.ascontiguousarray(probe.intercept_, dtype=np.float64),
                "direction": np.ascontiguousarray(probe.direction_, dtype=np.float64)}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    os.chmod(tmp, 0o755)
     try:
+        writer = AtomicOutput(path, overwrite=overwrite, kind="probe artifact", is_own=is_probe_dir)
+    except RunError as e:
+        raise DataError(str(e)) from None
+    with writer as tmp:
         atomic_write_bytes(tmp / TENSORS, save(tensors, metadata={"format": FORMAT}))
         atomic_write_bytes(tmp / META, text.encode())
-        swap_in_dir(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    target = writer.target
     return target
 
 
@@ -193,12 +186,14 @@ def read_probe_meta(path) -> dict[str, Any]:
     if not is_probe_dir(p):
         raise DataError(f"no probe artifact at {p}: expected {META} and {TENSORS} (written by save_probe / `probekit probe`)")
     try:
-        meta = json.loads((p / META).read_text())
-    except json.JSONDecodeError as e:
-        raise DataError(f"{p / META} is not valid JSON ({e}); save the probe again") from e
+        meta = json.loads((p / META).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{p / META} is not valid JSON ({type(e).__name__}); save the probe again") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{p / META} is not a probe description (expected a JSON object); save the probe again")
     if meta.get("format") != FORMAT:
         raise DataError(f"{p / META} is not a probekit probe (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    if not isinstance(meta.get("format_version", 0), int) or meta.get("format_version", 0) > FORMAT_VERSION:
         raise DataError(f"{p} was written by a newer probekit (format {meta['format_version']}); upgrade probekit")
     return meta
 
@@ -211,6 +206,18 @@ def check_identity(meta: dict, model=None, hook: str | None = None, path="probe"
             f"{meta.get('hook')!r} or train a probe for {hook!r}")
     want = _identity_dict(model)
     have = meta.get("model") or {}
+    if not isinstance(have, dict):
+        have = {}
+    if want and not have.get("model_id"):
+        raise ProbeMismatchError(
+            f"{path} records no model identity, so it cannot be checked against {want.get('model_id')!r}: refusing "
+            "to load it onto a model (fail closed). Save the probe again with model_identity=lm.identity(), or "
+            "load it without model=... if you accept the risk")
+    missing = [k for k in IDENTITY_KEYS if k in want and k not in have]
+    if want and missing:
+        raise ProbeMismatchError(
+            f"{path} does not record {missing} of the model it was trained on, so the identity check cannot be "
+            "completed (fail closed); save the probe again with model_identity=lm.identity()")
     from .models import canonical_model_id
 
     both_fp = bool(want.get(FINGERPRINT_KEY)) and bool(have.get(FINGERPRINT_KEY))
@@ -230,25 +237,82 @@ def check_identity(meta: dict, model=None, hook: str | None = None, path="probe"
             "or train a new probe")
 
 
+def _validate_tensors(p: Path, meta: dict, t: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(classes, coef, intercept, direction) after the checks load_probe promises; DataError otherwise."""
+    fix = "the artifact is damaged or was edited: save the probe again (probekit probe / save_probe)"
+    if sorted(t) != sorted(TENSOR_NAMES):
+        raise DataError(f"{p / TENSORS} holds tensors {sorted(t)}, expected {list(TENSOR_NAMES)}; {fix}")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or \
+            not all(isinstance(c, str) or (isinstance(c, (int, float)) and not isinstance(c, bool)) for c in classes):
+        raise DataError(f"{p / META}: 'classes' must list at least 2 class labels (strings or numbers); {fix}")
+    if len({json.dumps(c) for c in classes}) != len(classes):
+        raise DataError(f"{p / META}: 'classes' {classes} has repeated labels; {fix}")
+    d = meta.get("n_features_in")
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise DataError(f"{p / META}: 'n_features_in' must be a positive integer, got {d!r}; {fix}")
+    k = len(classes)
+    rows = 1 if k == 2 else k
+    want = {"coef": (rows, d), "intercept": (rows,), "direction": (d,) if k == 2 else (k, d)}
+    for name, shape in want.items():
+        a = t[name]
+        if a.dtype.kind != "f":
+            raise DataError(f"{p / TENSORS}: tensor {name!r} has dtype {a.dtype}, expected floating point; {fix}")
+        if tuple(a.shape) != shape:
+            raise DataError(f"{p / TENSORS}: tensor {name!r} has shape {list(a.shape)}, but {k} classes and width {d} "
+                            f"need {list(shape)}; {fix}")
+        if not np.all(np.isfinite(a)):
+            raise DataError(f"{p / TENSORS}: tensor {name!r} holds NaN or infinite values; {fix}")
+    if np.any(np.linalg.norm(np.atleast_2d(t["direction"]), axis=1) == 0):
+        raise DataError(f"{p / TENSORS}: tensor 'direction' has a zero row (no direction); {fix}")
+    return np.asarray(classes), t["coef"], t["intercept"], t["direction"]
+
+
 def load_probe(path, *, model=None, hook: str | None = None):
     """Load a probe saved by `save_probe`. With `model` (LoadedModel, identity dict or model id) and/or
-    `hook`, refuse (ProbeMismatchError) if they differ from what the probe was trained on.
-    The returned probe carries the stored metadata as `probe.metadata_`."""
+    `hook`, refuse (ProbeMismatchError) if they differ from what the probe was trained on, or if the
+    artifact records no identity. Tensors, shapes, class count, parameters and fitted attributes are
+    validated (DataError naming the file). The returned probe carries the metadata as `probe.metadata_`."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
-    from .probes import make_probe
+    from .probes import PROBE_NAMES, make_probe
 
     p = probe_dir(path)
     meta = read_probe_meta(p)
     check_identity(meta, model, hook, path=str(p))
-    t = load_file(str(p / TENSORS))
-    probe = make_probe(meta["probe"], **meta.get("params", {}))
-    classes = np.asarray(meta["classes"])
-    coef = t["coef"]
-    if coef.shape[1] != meta["n_features_in"]:
-        raise DataError(f"{p}: tensors do not match {META} (width {coef.shape[1]} vs {meta['n_features_in']}); save the probe again")
-    probe._set_coef(coef, t["intercept"], classes, t["direction"])
-    for k, v in (meta.get("fitted") or {}).items():
-        setattr(probe, k, v)
+    name = meta.get("probe")
+    if name not in PROBE_NAMES:
+        raise DataError(f"{p / META}: unknown probe {name!r}; valid probes: {', '.join(PROBE_NAMES)}")
+    params = meta.get("params", {})
+    if not isinstance(params, dict):
+        raise DataError(f"{p / META}: 'params' must be a JSON object of constructor parameters")
+    allowed = make_probe(name).get_params()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise DataError(f"{p / META}: unknown parameter(s) {unknown} for probe {name!r}; valid: {sorted(allowed)}. "
+                        "Save the probe again")
+    try:
+        probe = make_probe(name, **params)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{p / META}: bad parameters for probe {name!r} ({e}); save the probe again") from None
+    fitted = meta.get("fitted") or {}
+    ok_fitted = FITTED_ATTRIBUTES.get(name, ())
+    if not isinstance(fitted, dict) or any(k not in ok_fitted for k in fitted):
+        bad = sorted(set(fitted) - set(ok_fitted)) if isinstance(fitted, dict) else fitted
+        raise DataError(f"{p / META}: fitted attribute(s) {bad} are not allowed for probe {name!r} "
+                        f"(allowed: {list(ok_fitted)}); save the probe again")
+    for k, v in fitted.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise DataError(f"{p / META}: fitted attribute {k!r} = {v!r} must be a finite number; save the probe again")
+    try:
+        t = load_file(str(p / TENSORS))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DataError(f"{p / TENSORS} is damaged and cannot be read as safetensors ({type(e).__name__}); save the "
+                        "probe again") from None
+    classes, coef, intercept, direction = _validate_tensors(p, meta, t)
+    probe._set_coef(coef, intercept, classes, direction)
+    for k, v in fitted.items():
+        setattr(probe, k, float(v))
     probe.metadata_ = meta
     return probe

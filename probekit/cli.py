@@ -67,11 +67,12 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stderr.isatty():  # any plain tqdm bar not made by toy.progress: at most one frame per 30 s
         os.environ.setdefault("TQDM_MININTERVAL", "30")
     from toy.config import ConfigError
-    from toy.runio import RunError
+    from toy.runio import RunError, sigterm_as_interrupt
     from .errors import ProbekitError
 
     try:
-        return int(args._run(args) or 0)
+        with sigterm_as_interrupt():   # SIGTERM cleans up like Ctrl-C: temporary outputs removed, locks released
+            return int(args._run(args) or 0)
     except (ConfigError, RunError, ProbekitError) as e:
         print(f"probekit {args.command}: error: {e}", file=sys.stderr)
         return 2

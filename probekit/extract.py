@@ -427,7 +427,7 @@ def run_shards(lm: Any, prep: Any, names: Sequence[str], store_dir: Any, shards:
             for name, t in got.items():
                 a = t.cpu().numpy()
                 if name not in part:
-                    part[name] = np.empty((hi - lo,) + a.shape[1:], dtype=np.float32)
+                    part[name] = np.full((hi - lo,) + a.shape[1:], np.nan, dtype=np.float32)   # a gap stays NaN
                 part[name][info.index - lo] = a
             if bar is not None:
                 bar.update(len(info.index))
@@ -450,7 +450,8 @@ def _extract_to_store(lm: Any, prep: Prepared, names: Sequence[str], store_dir: 
 
     if shard_size < 1:
         raise DataError(f"shard_size must be >= 1, got {shard_size}")
-    manifest = open_store(store_dir, store_request(lm, prep, names, shard_size))
+    # check_finite=False (NaN/inf allowed on purpose) is recorded, so load_store does not refuse those values
+    manifest = open_store(store_dir, dict(store_request(lm, prep, names, shard_size), finite=bool(check_finite)))
     todo = pending_shards(store_dir, manifest, names)
     bar = tqdm(total=prep.n, desc="extract", unit="prompt", disable=not progress,
                initial=prep.n - sum(hi - lo for _, lo, hi in todo))

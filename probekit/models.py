@@ -5,9 +5,12 @@ Specs::
 
     load_model("gpt2")                     # TransformerBridge; downloads once, then the HF cache
     load_model("path:/models/gpt2")        # a folder from `save_pretrained` (weights + tokenizer)
-    load_model("/models/gpt2")             # an existing directory given bare: same as path:
     load_model("toy:runs/concept")         # a trained toy run (toy.load_run), its own hook points
     load_model("gpt2", compatibility_mode=True)   # HookedTransformer-style folded/centred weights
+
+A bare name is always a hub name: a folder `./gpt2` in the working directory never shadows the hub's
+`gpt2` (pass `path:gpt2` to load the folder). `parse_model_spec` is the one parser of model specs for
+the whole project (CLI commands, studies, the probe study, the comparison).
 
 Offline with no cached weights, loading ``gpt2`` raises :class:`~probekit.errors.ModelLoadError`
 saying what was tried and how to fix it. Random weights are never substituted for pretrained ones.
@@ -143,6 +146,59 @@ class LoadedModel:
         return out
 
 
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec: `kind` is "hub" (a bare name), "path" (`path:DIR`) or "toy" (`toy:RUN_DIR`);
+    `target` is the hub name or the absolute folder."""
+
+    kind: str
+    target: str
+    raw: str
+
+    @property
+    def is_toy(self) -> bool:
+        return self.kind == "toy"
+
+    def __str__(self) -> str:
+        return self.target if self.kind == "hub" else f"{self.kind}:{self.target}"
+
+
+_SPEC_HELP = "use a hub name such as 'gpt2', path:DIR (a save_pretrained folder) or toy:RUN_DIR (a toy run)"
+
+
+def parse_model_spec(spec: Any) -> ModelSpec:
+    """The one model-spec parser: ``NAME`` (hub name, never a local folder), ``path:DIR``, ``toy:RUN_DIR``.
+
+    Raises ModelLoadError (before anything is loaded) for an empty spec, an empty folder part, or a bare
+    spec that looks like a file-system path (``./x``, ``/x``, ``~/x``, ``a/b/c``, backslashes).
+    """
+    if isinstance(spec, ModelSpec):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
+        raise ModelLoadError(f"model spec {spec!r} is empty or not text; {_SPEC_HELP}")
+    raw = str(spec).strip()
+    if any(ord(c) < 32 for c in raw):
+        raise ModelLoadError(f"model spec {raw!r} contains control characters; {_SPEC_HELP}")
+    for prefix in ("toy:", "path:"):
+        if raw.startswith(prefix):
+            rest = raw[len(prefix):].strip()
+            if not rest:
+                raise ModelLoadError(f"model spec {raw!r} names no folder; write {prefix}DIR")
+            return ModelSpec(prefix[:-1], str(Path(rest).expanduser().resolve()), raw)
+    if raw.startswith((".", "/", "~")) or "\\" in raw or raw.count("/") > 1 or raw.endswith("/"):
+        raise ModelLoadError(f"model spec {raw!r} looks like a folder: a bare spec is a hub model name. Pass "
+                             f"path:{raw} for a save_pretrained folder or toy:{raw} for a toy run")
+    return ModelSpec("hub", raw, raw)
+
+
+def check_device(device: Any) -> str:
+    """Validate a single-device string before any model is loaded (the one check:
+    probekit.distributed.check_placement); returns the device to use ("auto" resolved)."""
+    from .distributed import check_placement
+
+    return check_placement(device=device)["device"]
+
+
 @contextlib.contextmanager
 def quiet_loading():
     """transformers' / huggingface_hub's loading bars and notices off while a model loads, unless
@@ -228,9 +284,14 @@ def _check_architecture(path: Path) -> None:
 def _load_dir(path: Path, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
     path = path.expanduser().resolve()
     if not path.is_dir():
+        if path.exists():
+            raise ModelLoadError(f"path:{path} is a file, not a folder; pass the folder written by `save_pretrained`")
         raise ModelLoadError(f"path:{path}: no such directory. Pass a folder written by `save_pretrained` "
                              "(config.json, weights, tokenizer files)")
     if not (path / "config.json").is_file():
+        from toy.runio import is_complete_run
+        if is_complete_run(path):
+            raise ModelLoadError(f"path:{path} is a toy run, not a transformer checkpoint; pass toy:{path}")
         raise ModelLoadError(f"path:{path}: no config.json in the folder; it does not look like a "
                              "`save_pretrained` checkpoint (for a toy run use toy:{path})")
     _check_architecture(path)
@@ -306,12 +367,27 @@ def _placement_extra(bridge: Any, boot: dict | None) -> dict:
 
 
 def _load_hub(name: str, device: str, compatibility_mode: bool, boot: dict | None = None) -> LoadedModel:
+    if Path(name).exists():
+        # transformers' from_pretrained prefers a local path of the same name over the hub: refuse rather than
+        # silently load whatever folder happens to sit in the working directory
+        from toy.runio import is_complete_run
+
+        prefix = "toy" if is_complete_run(Path(name)) else "path"
+        raise ModelLoadError(
+            f"{name!r} is a hub model name, but {Path(name).resolve()} exists in the working directory and "
+            f"transformers would load it instead of the hub's {name!r}. Pass {prefix}:{name} to load that folder, "
+            "or run from another directory (or rename the folder) to load the hub model")
     from transformer_lens.model_bridge import TransformerBridge
 
     requested, name = name, canonical_model_id(name)
     # a spelling already in the Hugging Face cache first (the cache keeps gpt2 and openai-community/gpt2
     # apart), else the canonical id; only one network attempt is ever made
     load_as = next((n for n in hub_names(name) if _cached(n)), name)
+    if load_as != requested and Path(load_as).exists():   # the spelling actually passed to transformers
+        raise ModelLoadError(
+            f"{load_as!r} (the hub id of {requested!r}) also names {Path(load_as).resolve()} in the working directory, "
+            f"which transformers would load instead; pass path:{load_as} to load that folder, or run from another "
+            "directory to load the hub model")
     try:
         with quiet_loading():
             bridge = TransformerBridge.boot_transformers(load_as, **_boot_kwargs(device, boot))
@@ -381,7 +457,7 @@ def _load_toy(path: str) -> LoadedModel:
 
 def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = False, dtype: str = "float32",
                device_map: str | None = None, n_devices: int | None = None, max_memory: Any = None) -> LoadedModel:
-    """Load `spec` (``gpt2``-style name, ``path:DIR``, an existing directory, or ``toy:RUN_DIR``).
+    """Load `spec` (a hub name such as ``gpt2``, ``path:DIR`` or ``toy:RUN_DIR``; see parse_model_spec).
 
     `dtype` (float32 | bfloat16 | float16), `device_map` (auto | balanced), `n_devices` and
     `max_memory` ({device: budget} or "0=20GiB,1=20GiB") are passed to
@@ -394,33 +470,19 @@ def load_model(spec: str, *, device: str = "cpu", compatibility_mode: bool = Fal
     recorded in ``LoadedModel.processing`` because it changes residual-stream coordinates.
     Raises ModelLoadError with what was tried and how to fix it.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelLoadError(f"model spec {spec!r}: pass a name like 'gpt2', 'path:DIR' or 'toy:RUN_DIR'")
-    spec = spec.strip()
+    ms = parse_model_spec(spec)
     from .distributed import check_placement
 
     boot = check_placement(device=device, dtype=dtype, device_map=device_map, n_devices=n_devices,
                            max_memory=max_memory)
     device = boot["device"]
-    toy_like = spec.startswith("toy:")
-    if not toy_like and not spec.startswith("path:") and Path(spec).expanduser().is_dir():
-        from toy.runio import is_complete_run
-        toy_like = is_complete_run(Path(spec).expanduser())
-    if toy_like and (boot["dtype"] != "float32" or boot.get("device_map") or (boot.get("n_devices") or 1) > 1):
+    if ms.is_toy and (boot["dtype"] != "float32" or boot.get("device_map") or (boot.get("n_devices") or 1) > 1):
         raise ModelLoadError("--dtype / --device-map / --n-devices apply to transformer checkpoints, not toy runs; "
                              "drop them for toy models")
-    if spec.startswith("toy:"):
+    if ms.kind == "toy":
         if compatibility_mode:
             raise ModelLoadError("compatibility_mode applies to transformer checkpoints, not toy runs; drop it")
-        return _load_toy(spec[4:])
-    if spec.startswith("path:"):
-        return _load_dir(Path(spec[5:]), device, compatibility_mode, boot)
-    p = Path(spec).expanduser()
-    if p.is_dir():
-        if toy_like:
-            return _load_toy(str(p))
-        return _load_dir(p, device, compatibility_mode, boot)
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelLoadError(f"{spec!r} looks like a path but no such directory exists; pass path:DIR with a "
-                             "folder from `save_pretrained`, or a model name such as 'gpt2'")
-    return _load_hub(spec, device, compatibility_mode, boot)
+        return _load_toy(ms.target)
+    if ms.kind == "path":
+        return _load_dir(Path(ms.target), device, compatibility_mode, boot)
+    return _load_hub(ms.target, device, compatibility_mode, boot)

@@ -191,6 +191,8 @@ class Option:
                         raise OptionError(f"{label} = {v!r}: expected integers")
                     self._check_number(x, label)
                 else:
+                    if not isinstance(x, str):     # list elements are type-checked too (not only the list)
+                        raise OptionError(f"{label} = {v!r}: expected a list of strings; {x!r} is not a string")
                     self._check_choice(x, label)
         else:
             if not isinstance(v, str):
@@ -294,7 +296,8 @@ ICL_OPTIONS = (
     Option("cross_target", "", "the 'yes' combination for --cross-rule and ('' = the first class of each axis)",
            section="data", metavar="CLASS1,CLASS2"),
     Option("n_prompts", 64, "prompts per k", kind="int", lo=1, section="data", aliases=("--n",)),
-    SEED, replace(BATCH, default=16), COMPAT, _out("runs/icl"), NO_PROGRESS,
+    SEED, replace(BATCH, default=16), COMPAT, replace(OVERWRITE, help="replace earlier ICL results in --out", toml=False),
+    _out("runs/icl"), NO_PROGRESS,
 )
 
 # The comparison (probekit compare / demo / [study] kind = "compare"; run_comparison's keywords).
@@ -339,6 +342,7 @@ ATTENTION_OPTIONS = (
            section="attention"),
     Option("prefix_seq_len", 32, "length of the random token sequence that is repeated", kind="int", lo=2,
            section="attention"),
+    replace(OVERWRITE, toml=False),     # TOML studies: [study] overwrite
     _out(""),
 )
 

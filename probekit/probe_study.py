@@ -7,10 +7,16 @@ Writes, atomically (built under a hidden temporary name, renamed into place at t
 
     OUT/results.json            {"rows": [one per (concept, layer/hook, probe)], "best": {...}, model
                                 identity, data, settings, versions}
-    OUT/<concept>_probes.png    accuracy (with control-task, label-shuffle, random-direction and
+    OUT/<slug>_probes.png       accuracy (with control-task, label-shuffle, random-direction and
                                 chance baselines) and selectivity against layer, one line per probe
-    OUT/probes/<concept>/       the best probe (by selectivity) refitted on all labelled examples,
+    OUT/probes/<slug>/          the best probe (by selectivity) refitted on all labelled examples,
                                 a `probekit.load_probe` artifact
+
+Concept names come from data (CSV column names) and are never used as paths: each gets a safe slug
+(`concept_slug`: letters, digits, `.`, `_`, `-`; anything else replaced and a short hash added), the
+real name is kept in results.json (`slugs`, `figures`, `artifacts` are keyed by it), and every output
+path is checked to resolve inside OUT (`toy.runio.safe_join`). OUT itself goes through
+`toy.runio.atomic_output` (lock, checks and writability before the model is loaded; one publish).
 
 Transformer models read words from a CSV (`probekit.words`; default the bundled data/words.csv)
 placed in a template (`{word}` once; default DEFAULT_TEMPLATE); position `word` = the last token
@@ -20,9 +26,9 @@ word; folds are always grouped by word. Toy models (`toy:RUN_DIR`) use `run.prob
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import hashlib
+import re
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -90,17 +96,40 @@ def resolve_layers(lm, layers) -> list[str]:
     return lm.resolve_hooks(parts)
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    out = Path(out).expanduser().resolve()
-    if out.exists():
-        if not out.is_dir():
-            raise StudyOutputError(f"{out} exists and is not a directory; choose another --out")
-        if any(out.iterdir()):
-            if not (out / "results.json").is_file():
-                raise StudyOutputError(f"{out} is not empty and holds no probe results; choose an empty or new --out")
-            if not overwrite:
-                raise StudyOutputError(f"{out} already holds probe results; pass --overwrite or choose another --out")
+_SLUG_OK = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+
+
+def concept_slug(name: str) -> str:
+    """A file-name-safe slug for concept `name` (a CSV column name: data, not a path). Names made only of
+    letters, digits, `_`, `.` and `-` (not starting with `.` or `-`, at most 64 characters) are kept; any other
+    name is reduced to those characters and a short hash of the real name is appended, so no two names
+    collide and nothing like `/abs`, `../x`, `a\\b` or a control character reaches the file system."""
+    name = str(name)
+    if _SLUG_OK.fullmatch(name) and ".." not in name:
+        return name
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).replace("..", "_").strip("._-")[:40] or "axis"
+    return f"{base}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+
+
+def concept_slugs(names: Sequence[str]) -> dict[str, str]:
+    """{real name: unique slug} for every concept (see concept_slug)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    for n in names:
+        slug = concept_slug(n)
+        if slug.lower() in used:   # case-insensitive file systems too
+            slug = f"{slug}-{hashlib.sha256(str(n).encode('utf-8', 'surrogatepass')).hexdigest()[:8]}"
+        used.add(slug.lower())
+        out[n] = slug
     return out
+
+
+def probe_output(out, overwrite: bool):
+    """The atomic output of a probe study at `out` (toy.runio.atomic_output): locked, refused when it is
+    a file, a non-empty folder without results.json, or (without overwrite) earlier probe results."""
+    from toy.runio import atomic_output, has_file
+
+    return atomic_output(out, overwrite=overwrite, kind="probe study (results.json)", is_own=has_file("results.json"))
 
 
 def _hook_label(h: str) -> str:
@@ -194,21 +223,21 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
                     "n_prompts": n_prompts, "batch_size": batch_size, "C": C,
                     "compatibility_mode": compatibility_mode, "device": device, "overwrite": overwrite})
     data, concepts = words, axes
-    from toy.runio import atomic_write_json, library_versions, swap_in_dir
-
-    from .artifacts import dataset_hash, save_probe
-    from .hooks import canonical_names
-    from .evaluate import best_layer, layer_sweep, prepare_labels
-    from .extract import extract
-    from .probes import check_probe_names, make_probe
+    from .evaluate import prepare_labels
+    from .probes import check_probe_names
 
     probe_names = check_probe_names(probes)
     if not isinstance(n_folds, int) or n_folds < 2:
         raise DataError(f"--folds must be an integer >= 2; got {n_folds!r}")
-    out = _prepare_out(Path(out), overwrite)
-    is_toy = (lm.kind == "toy") if lm is not None else str(model).startswith("toy:")
+    if lm is not None:
+        is_toy = lm.kind == "toy"
+    else:
+        from .models import check_device, parse_model_spec
 
-    ds = None
+        is_toy = parse_model_spec(model).is_toy
+        check_device(device)
+
+    ds, word_inputs = None, None
     if not is_toy:
         from .words import default_word_csv, load_word_csv
 
@@ -218,8 +247,58 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
         for t in templates:
             if t.count("{word}") != 1:
                 raise DataError(f"--template {t!r} must contain '{{word}}' exactly once, e.g. {DEFAULT_TEMPLATE!r}")
+        word_inputs = _word_inputs(ds, concept_list, templates)
+        _, w_labels, w_classes, w_groups = word_inputs
+        for c in concept_list:                   # too few examples etc.: fail before the model is loaded
+            prepare_labels(w_labels[c], w_groups, n_folds, what=f"concept {c!r}", class_names=w_classes[c])
     elif data:
         raise DataError("--words is for transformer models; a toy run makes its own prompts (drop --words)")
+
+    # OUT is locked, checked and proven writable before the model is loaded; everything below is built in
+    # a temporary folder and published once (or removed on an error or interrupt)
+    writer = probe_output(out, overwrite)
+    with writer as tmp:
+        results = _study(model, lm, tmp, ds=ds, word_inputs=word_inputs, data=data, concepts=concepts, concept_list=None if is_toy else concept_list,
+                         templates=templates, layers=layers, probe_names=probe_names, position=position,
+                         n_folds=n_folds, n_repeats=n_repeats, n_controls=n_controls, seed=seed, n_prompts=n_prompts,
+                         batch_size=batch_size, C=C, compatibility_mode=compatibility_mode, device=device,
+                         progress=progress)
+    results["out"] = str(writer.target)
+    return results
+
+
+def _tokenization_record(lm, ds, concept_list) -> dict[str, Any] | None:
+    """Which of the used words are several tokens (warned on stderr; recorded in results.json)."""
+    from .words import check_tokenization
+
+    if lm.tokenizer is None or ds is None:
+        return None
+    keep = np.zeros(len(ds), bool)
+    for c in concept_list:
+        keep |= ds.labelled(c)
+    sub = ds.subset([ds.words[i] for i in np.flatnonzero(keep)])
+    try:
+        rep = check_tokenization(sub, lm.tokenizer)
+    except Exception as e:  # a tokenizer without encode(): record, do not fail
+        return {"checked": False, "reason": f"{type(e).__name__}: {e}"}
+    rec = {"checked": True, **rep.to_dict()}
+    if rep.multi:
+        print(f"probekit probe: warning: {len(rep.multi)} of {len(rep.words)} words are several tokens with a "
+              f"leading space (probes read their last token): {rep.multi[:10]}"
+              + (f"; {len(rep.wrongly_single)} of them are not marked multi_token=true in the CSV"
+                 if rep.wrongly_single else "") + " (listed in results.json data.tokenization)", file=sys.stderr)
+    return rec
+
+
+def _study(model, lm, tmp: Path, *, ds, word_inputs, data, concepts, concept_list, templates, layers, probe_names, position,
+           n_folds, n_repeats, n_controls, seed, n_prompts, batch_size, C, compatibility_mode, device, progress):
+    from toy.runio import atomic_write_json, library_versions, safe_join
+
+    from .artifacts import dataset_hash, save_probe
+    from .evaluate import best_layer, layer_sweep, prepare_labels
+    from .extract import extract
+    from .hooks import canonical_names
+    from .probes import make_probe
 
     if lm is None:
         from .models import load_model
@@ -246,10 +325,11 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
         data_desc = {"source": "toy generator", "n_prompts": int(n_prompts), "seed": int(seed)}
         dhash = dataset_hash(batch.inputs.detach().cpu().numpy(), groups, *[labels[c] for c in concept_list])
     else:
-        prompts, labels, classes, groups = _word_inputs(ds, concept_list, templates)
+        prompts, labels, classes, groups = word_inputs
         pos = position or "word"
         data_desc = {"source": ds.source or str(data), "n_words": int(len(np.unique(groups))),
-                     "n_prompts": len(prompts), "templates": templates, "data_hash": ds.data_hash}
+                     "n_prompts": len(prompts), "templates": templates, "data_hash": ds.data_hash,
+                     "tokenization": _tokenization_record(lm, ds, concept_list)}
         dhash = dataset_hash(ds.data_hash, templates, pos)
     for c in concept_list:                       # too few examples etc.: fail before extraction
         prepare_labels(labels[c], groups, n_folds, what=f"concept {c!r}", class_names=classes[c])
@@ -277,48 +357,40 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
         best[c] = {k: b[k] for k in ("layer", "hook", "probe", "accuracy", "control_accuracy", "selectivity",
                                      "auroc", "truth_cosine")}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
-        figures = {}
-        artifacts = {}
-        for c in concept_list:
-            crow = [r for r in rows if r["concept"] == c]
-            _plot_concept(crow, c, tmp / f"{c}_probes.png", lm.model_id)
-            figures[c] = f"{c}_probes.png"
-            b = best[c]
-            y = labels[c]
-            keep = y >= 0
-            probe = make_probe(b["probe"], **({"C": C} if b["probe"] == "logistic" else {}))
-            probe.fit(X_by_hook[b["hook"]][keep], y[keep])
-            # class ids -> names, keeping the id order (so direction_ still points towards class id 1)
-            probe.classes_ = np.asarray([str(classes[c][int(i)]) for i in probe.classes_])
-            save_probe(probe, tmp / "probes" / c, model_identity=lm.identity(), hook=b["hook"], position=pos,
-                       dataset_hash=dhash, extra={"concept": c, "selected_by": "selectivity", "cv": b,
-                                                  "data": data_desc, "n_train": int(keep.sum())})
-            artifacts[c] = f"probes/{c}"
-        results = {
-            "model": lm.identity(), "hooks": hooks, "canonical_hooks": canonical_names(lm.model, hooks),
-            "position": pos, "concepts": concept_list,
-            "probes": probe_names, "data": data_desc, "dataset_hash": dhash,
-            "settings": {"n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
-                         "C": C, "layers": layers},
-            "rows": rows, "best": best, "figures": figures, "artifacts": artifacts,
-            "versions": library_versions(),
-        }
-        atomic_write_json(tmp / "results.json", results)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        swap_in_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    results["out"] = str(out)
+    slugs = concept_slugs(concept_list)
+    figures = {}
+    artifacts = {}
+    for c in concept_list:
+        crow = [r for r in rows if r["concept"] == c]
+        fig_rel = f"{slugs[c]}_probes.png"
+        _plot_concept(crow, c, safe_join(tmp, fig_rel), lm.model_id)
+        figures[c] = fig_rel
+        b = best[c]
+        y = labels[c]
+        keep = y >= 0
+        probe = make_probe(b["probe"], **({"C": C} if b["probe"] == "logistic" else {}))
+        probe.fit(X_by_hook[b["hook"]][keep], y[keep])
+        # class ids -> names, keeping the id order (so direction_ still points towards class id 1)
+        probe.classes_ = np.asarray([str(classes[c][int(i)]) for i in probe.classes_])
+        art_rel = f"probes/{slugs[c]}"
+        save_probe(probe, safe_join(tmp, art_rel), model_identity=lm.identity(), hook=b["hook"], position=pos,
+                   dataset_hash=dhash, extra={"concept": c, "selected_by": "selectivity", "cv": b,
+                                              "data": data_desc, "n_train": int(keep.sum())})
+        artifacts[c] = art_rel
+    results = {
+        "model": lm.identity(), "hooks": hooks, "canonical_hooks": canonical_names(lm.model, hooks),
+        "position": pos, "concepts": concept_list,
+        "probes": probe_names, "data": data_desc, "dataset_hash": dhash,
+        "settings": {"n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
+                     "C": C, "layers": layers},
+        "rows": rows, "best": best, "slugs": slugs, "figures": figures, "artifacts": artifacts,
+        "versions": library_versions(),
+    }
+    atomic_write_json(safe_join(tmp, "results.json"), results)
     return results
 
 
 # Public names for `probekit extract` / `probekit probe --store` (probekit.extract_study,
 # probekit.store_probe): the same prompts, output checks and figures as the in-memory study.
 word_inputs = _word_inputs
-prepare_out = _prepare_out
 plot_concept = _plot_concept

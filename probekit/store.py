@@ -40,13 +40,34 @@ def shard_path(store_dir: Path, i: int) -> Path:
     return Path(store_dir) / f"shard-{i:05d}.safetensors"
 
 
+class StoreDamagedError(DataError):
+    """A shard or manifest of an activation store is missing, truncated, non-finite or not as recorded."""
+
+
+def _fix(store_dir: Any) -> str:
+    return (f"delete {store_dir} (or just that shard) and run the same extract(..., store_dir=...) again to "
+            "recompute it")
+
+
 def read_store_manifest(store_dir: Any) -> dict[str, Any]:
     p = Path(store_dir) / MANIFEST
     if not p.is_file():
         raise DataError(f"{store_dir}: no {MANIFEST}; it is not an activation store (write one with "
                         "extract(..., store_dir=DIR))")
-    with open(p) as f:
-        return json.load(f)
+    try:
+        m = json.loads(p.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreDamagedError(f"{p} is damaged: not valid JSON ({type(e).__name__}); {_fix(store_dir)}") from None
+    need = {"n": int, "shard_size": int, "hooks": list}
+    if not isinstance(m, dict) or any(not isinstance(m.get(k), t) or isinstance(m.get(k), bool) for k, t in need.items()) \
+            or m["n"] < 0 or m["shard_size"] < 1:
+        raise StoreDamagedError(f"{p} is damaged: it needs 'n' (>= 0), 'shard_size' (>= 1) and 'hooks'; "
+                                f"{_fix(store_dir)}")
+    return m
+
+
+def _shard_rows(n: int, size: int, i: int) -> int:
+    return min(size, n - i * size)
 
 
 def _check_match(store_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -58,13 +79,16 @@ def _check_match(store_dir: Path, old: dict[str, Any], new: dict[str, Any]) -> N
             "or delete this one to recompute")
 
 
-def _shard_ok(path: Path, names: Sequence[str]) -> bool:
+def _shard_ok(path: Path, names: Sequence[str], rows: int | None = None) -> bool:
+    """A shard that can be kept when resuming: readable, holding every hook with `rows` rows."""
     if not path.is_file():
         return False
     try:
         from safetensors import safe_open
         with safe_open(str(path), framework="pt") as f:
-            return set(names) <= set(f.keys())
+            if not set(names) <= set(f.keys()):
+                return False
+            return rows is None or all(f.get_slice(k).get_shape()[0] == rows for k in names)
     except Exception:
         return False
 
@@ -93,7 +117,7 @@ def pending_shards(store_dir: Any, manifest: dict[str, Any], names: Sequence[str
     n, size = int(manifest["n"]), int(manifest["shard_size"])
     out = []
     for i in range((n + size - 1) // size):
-        if not _shard_ok(shard_path(Path(store_dir), i), names):
+        if not _shard_ok(shard_path(Path(store_dir), i), names, _shard_rows(n, size, i)):
             out.append((i, i * size, min(n, (i + 1) * size)))
     return out
 
@@ -107,11 +131,16 @@ def write_shard(store_dir: Any, i: int, lo: int, hi: int, arrays: dict[str, np.n
 
 
 def mark_complete(store_dir: Any, manifest: dict[str, Any], shapes: dict[str, Sequence[int]]) -> dict[str, Any]:
-    """Set ``complete: true`` (and the shapes) in the manifest once every shard exists."""
-    from toy.runio import atomic_write_json
+    """Set ``complete: true`` (and the shapes, and each shard's rows and sha256, verified by load_store) in the
+    manifest once every shard exists."""
+    from toy.runio import atomic_write_json, sha256_file
 
     if not manifest.get("complete"):
-        manifest = dict(manifest, complete=True, shapes={k: list(v) for k, v in shapes.items()})
+        n, size = int(manifest["n"]), int(manifest["shard_size"])
+        shards = {shard_path(Path(store_dir), i).name: {"rows": _shard_rows(n, size, i),
+                                                        "sha256": sha256_file(shard_path(Path(store_dir), i))}
+                  for i in range((n + size - 1) // size)}
+        manifest = dict(manifest, complete=True, shapes={k: list(v) for k, v in shapes.items()}, shards=shards)
         atomic_write_json(Path(store_dir) / MANIFEST, manifest)
     return manifest
 
@@ -126,28 +155,56 @@ def store_request(lm: Any, prep: Any, names: Sequence[str], shard_size: int) -> 
 
 
 def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequence[str] | None = None):
-    """Read a complete store back as :class:`~probekit.activations.Activations` (no model needed)."""
+    """Read a complete store back as :class:`~probekit.extract.Activations` (no model needed).
+
+    Every shard is verified before use: present, readable, holding every hook with the expected number
+    of rows and the same trailing shape, finite float values (unless the store was written with
+    check_finite=False), and (for stores completed by this version) the sha256 recorded in the manifest. A failure raises StoreDamagedError naming the shard and the fix;
+    rows are never taken from uninitialised memory."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from toy.runio import sha256_file
+
     from .activations import Activations
-    from toy.runio import load_tensors
 
     store_dir = Path(store_dir)
     m = _manifest or read_store_manifest(store_dir)
     names = list(_names or m["hooks"])
     n, size = int(m["n"]), int(m["shard_size"])
     n_shards = (n + size - 1) // size
-    out: dict[str, np.ndarray] = {}
+    records = m.get("shards") if isinstance(m.get("shards"), dict) else {}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for i in range(n_shards):
         p = shard_path(store_dir, i)
+        rows = _shard_rows(n, size, i)
         if not p.is_file():
             raise DataError(f"activation store {store_dir} is incomplete: {p.name} is missing; run the same "
                             "extract(..., store_dir=...) again to finish it")
-        t = load_tensors(p)
-        lo = i * size
+        rec = records.get(p.name)
+        if isinstance(rec, dict) and rec.get("sha256") and sha256_file(p) != rec["sha256"]:
+            raise StoreDamagedError(f"{p} is damaged: its sha256 differs from the one recorded in {MANIFEST}; "
+                                    f"{_fix(store_dir)}")
+        try:
+            t = load_file(str(p))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise StoreDamagedError(f"{p} is damaged and cannot be read as safetensors ({type(e).__name__}); "
+                                    f"{_fix(store_dir)}") from None
+        missing = [k for k in names if k not in t]
+        if missing:
+            raise StoreDamagedError(f"{p} lacks hook(s) {missing[:3]}; {_fix(store_dir)}")
         for k in names:
             a = t[k].numpy()
-            if k not in out:
-                out[k] = np.empty((n,) + a.shape[1:], dtype=np.float32)
-            out[k][lo:lo + a.shape[0]] = a
+            if a.ndim < 1 or a.shape[0] != rows:
+                raise StoreDamagedError(f"{p}: hook {k!r} has {a.shape[0] if a.ndim else 0} rows, expected {rows} "
+                                        f"(prompts {i * size}..{i * size + rows - 1}); {_fix(store_dir)}")
+            if parts[k] and a.shape[1:] != parts[k][0].shape[1:]:
+                raise StoreDamagedError(f"{p}: hook {k!r} has shape {list(a.shape[1:])} per prompt, earlier shards "
+                                        f"have {list(parts[k][0].shape[1:])}; {_fix(store_dir)}")
+            if a.dtype.kind != "f" or (m.get("finite", True) and not np.isfinite(a).all()):
+                raise StoreDamagedError(f"{p}: hook {k!r} holds NaN, infinite or non-float values; {_fix(store_dir)}")
+            parts[k].append(a.astype(np.float32, copy=False))
+    out = {k: (np.concatenate(v, axis=0) if v else np.zeros((0,), np.float32)) for k, v in parts.items()}
     meta = {k: m[k] for k in ("model", "hooks", "canonical_hooks", "position", "data_hash", "n", "prepend_bos") if k in m}
     meta.update(versions=m.get("versions"), dtype="float32", store_dir=str(store_dir),
                 shapes={k: list(v.shape) for k, v in out.items()})
@@ -157,7 +214,7 @@ def load_store(store_dir: Any, *, _manifest: dict | None = None, _names: Sequenc
 def iter_store_hook(store_dir: Any, hook: str, manifest: dict | None = None):
     """Yield ``(lo, hi, array)`` shard by shard for one hook of a complete store (float32), reading only
     that hook's tensor from each shard: a layer sweep over a store holds one shard of one hook at a time."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     store_dir = Path(store_dir)
     m = manifest or read_store_manifest(store_dir)
@@ -170,11 +227,17 @@ def iter_store_hook(store_dir: Any, hook: str, manifest: dict | None = None):
             raise DataError(f"activation store {store_dir} is incomplete: {p.name} is missing; run the same "
                             "extraction again to finish it")
         lo, hi = i * size, min(n, (i + 1) * size)
-        with safe_open(str(p), framework="pt") as f:
-            a = f.get_tensor(hook).numpy()
-        if a.shape[0] != hi - lo:
-            raise DataError(f"activation store {store_dir}: {p.name} holds {a.shape[0]} rows of {hook!r}, expected "
-                            f"{hi - lo}; delete the shard and run the extraction again to recompute it")
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                a = f.get_tensor(hook).numpy()
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise StoreDamagedError(f"{p} is damaged or lacks hook {hook!r} ({type(e).__name__}); "
+                                    f"{_fix(store_dir)}") from None
+        if a.ndim < 1 or a.shape[0] != hi - lo:
+            raise StoreDamagedError(f"activation store {store_dir}: {p.name} holds {a.shape[0] if a.ndim else 0} rows of "
+                                    f"{hook!r}, expected {hi - lo}; {_fix(store_dir)}")
+        if a.dtype.kind != "f" or (m.get("finite", True) and not np.isfinite(a).all()):
+            raise StoreDamagedError(f"{p}: hook {hook!r} holds NaN, infinite or non-float values; {_fix(store_dir)}")
         yield lo, hi, a
 
 
@@ -184,6 +247,6 @@ def load_store_hook(store_dir: Any, hook: str, manifest: dict | None = None) -> 
     out = None
     for lo, hi, a in iter_store_hook(store_dir, hook, m):
         if out is None:
-            out = np.empty((int(m["n"]),) + a.shape[1:], dtype=np.float32)
+            out = np.full((int(m["n"]),) + a.shape[1:], np.nan, dtype=np.float32)   # every row is then written
         out[lo:hi] = a
     return out

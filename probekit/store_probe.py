@@ -20,9 +20,6 @@ Labels and groups come from the store's ``rows.json`` (written by ``probekit ext
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -254,12 +251,9 @@ def run_store_probe_study(store, out, *, model: str | None = None, concepts="all
                           progress: bool = True, memory_gb: float = 2.0) -> dict[str, Any]:
     """The `probekit probe` study from store `store` (no model needed); writes OUT like
     `probe_study.run_probe_study` (results.json, figures, the best probe per concept)."""
-    from toy.runio import atomic_write_json, library_versions, swap_in_dir
-
-    from .artifacts import dataset_hash, save_probe
     from .distributed import read_rows
-    from .evaluate import best_layer, prepare_labels
-    from .probe_study import plot_concept, prepare_out, resolve_concepts
+    from .evaluate import prepare_labels
+    from .probe_study import probe_output, resolve_concepts
     from .store import StoreMismatchError, read_store_manifest
 
     probe_names = check_probe_names(probes)
@@ -301,7 +295,23 @@ def run_store_probe_study(store, out, *, model: str | None = None, concepts="all
     for c in concept_list:
         labels[c], classes[c] = store_labels(rows_doc, c)
         prepare_labels(labels[c], groups, n_folds, what=f"concept {c!r}", class_names=classes[c])
-    out = prepare_out(Path(out), overwrite)
+    # OUT: locked, checked and proven writable before the sweep; built under a temporary name, published once
+    writer = probe_output(out, overwrite)
+    with writer as tmp:
+        results = _store_study_outputs(tmp, store, manifest, rows_doc, concept_list, hooks, labels, classes, groups,
+                                       gcol, probe_names, n_folds, n_repeats, n_controls, seed, C, layers, progress,
+                                       memory_gb)
+    results["out"] = str(writer.target)
+    return results
+
+
+def _store_study_outputs(tmp, store, manifest, rows_doc, concept_list, hooks, labels, classes, groups, gcol,
+                         probe_names, n_folds, n_repeats, n_controls, seed, C, layers, progress, memory_gb):
+    from toy.runio import atomic_write_json, library_versions, safe_join
+
+    from .artifacts import dataset_hash, save_probe
+    from .evaluate import best_layer
+    from .probe_study import concept_slugs, plot_concept
 
     rows: list[dict] = []
     best: dict[str, dict] = {}
@@ -320,33 +330,28 @@ def run_store_probe_study(store, out, *, model: str | None = None, concepts="all
     dhash = dataset_hash(manifest["data_hash"], manifest["position"], rows_doc.get("source"))
     data_desc = {"source": rows_doc.get("source"), "store": str(store), "n_prompts": int(manifest["n"]),
                  "data_hash": manifest["data_hash"]}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    os.chmod(tmp, 0o755)
-    try:
-        figures, artifacts = {}, {}
-        for c in concept_list:
-            plot_concept([r for r in rows if r["concept"] == c], c, tmp / f"{c}_probes.png", ident["model_id"])
-            figures[c] = f"{c}_probes.png"
-            b = best[c]
-            keep = labels[c] >= 0
-            probe = fit_from_store(b["probe"], store, b["hook"], manifest, keep, labels[c], C=C)
-            probe.classes_ = np.asarray([str(classes[c][int(i)]) for i in probe.classes_])
-            save_probe(probe, tmp / "probes" / c, model_identity=ident, hook=b["hook"], position=manifest["position"],
-                       dataset_hash=dhash, extra={"concept": c, "selected_by": "selectivity", "cv": b,
-                                                  "data": data_desc, "n_train": int(keep.sum())})
-            artifacts[c] = f"probes/{c}"
-        results = {
-            "model": ident, "hooks": hooks, "position": manifest["position"], "concepts": concept_list,
-            "probes": probe_names, "data": data_desc, "dataset_hash": dhash, "store": str(store),
-            "settings": {"n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
-                         "C": C, "layers": layers, "group_by": gcol},
-            "rows": rows, "best": best, "figures": figures, "artifacts": artifacts, "versions": library_versions(),
-        }
-        atomic_write_json(tmp / "results.json", results)
-        swap_in_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    results["out"] = str(out)
+    slugs = concept_slugs(concept_list)        # data-controlled names never become paths
+    figures, artifacts = {}, {}
+    for c in concept_list:
+        fig_rel = f"{slugs[c]}_probes.png"
+        plot_concept([r for r in rows if r["concept"] == c], c, safe_join(tmp, fig_rel), ident["model_id"])
+        figures[c] = fig_rel
+        b = best[c]
+        keep = labels[c] >= 0
+        probe = fit_from_store(b["probe"], store, b["hook"], manifest, keep, labels[c], C=C)
+        probe.classes_ = np.asarray([str(classes[c][int(i)]) for i in probe.classes_])
+        art_rel = f"probes/{slugs[c]}"
+        save_probe(probe, safe_join(tmp, art_rel), model_identity=ident, hook=b["hook"], position=manifest["position"],
+                   dataset_hash=dhash, extra={"concept": c, "selected_by": "selectivity", "cv": b,
+                                              "data": data_desc, "n_train": int(keep.sum())})
+        artifacts[c] = art_rel
+    results = {
+        "model": ident, "hooks": hooks, "position": manifest["position"], "concepts": concept_list,
+        "probes": probe_names, "data": data_desc, "dataset_hash": dhash, "store": str(store),
+        "settings": {"n_folds": n_folds, "n_repeats": n_repeats, "n_controls": n_controls, "seed": seed,
+                     "C": C, "layers": layers, "group_by": gcol},
+        "rows": rows, "best": best, "slugs": slugs, "figures": figures, "artifacts": artifacts,
+        "versions": library_versions(),
+    }
+    atomic_write_json(safe_join(tmp, "results.json"), results)
     return results

@@ -47,7 +47,7 @@ class StudyKind:
     study: Study | None = None              # the option schema the keys come from (probekit.options)
 
 
-_COMMON = {"kind": "", "name": "", "description": "", "out": ""}
+_COMMON = {"kind": "", "name": "", "description": "", "out": "", "overwrite": False}
 
 
 def _load(opts: dict[str, Any]):
@@ -96,47 +96,69 @@ def concept_sweep(model: dict[str, Any], data: dict[str, Any], probe: dict[str, 
 
 
 def attention_heads(model: dict[str, Any], data: dict[str, Any], attention: dict[str, Any], out: Path,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Correct-attention share per layer and head on ICL prompts (+ prefix-matching scores).
-    The sections may be partial: missing keys take the defaults of `probekit.options.ATTENTION`."""
-    from toy.runio import atomic_write_json
+    The sections may be partial: missing keys take the defaults of `probekit.options.ATTENTION`.
+
+    Every setting, the model spec, the word data and the prompts are checked and OUT is locked and proven
+    writable (toy.runio.atomic_output) before the model is loaded; the results are built in a temporary
+    folder and published once (OUT/summary.json, attention*.png/.json, prefix_matching.png/.json)."""
+    from toy.runio import atomic_output, atomic_write_json, has_file
 
     from .attention import correct_attention, plot_head_heatmap, prefix_matching_scores, save_correct_attention, top_heads
+    from .models import parse_model_spec
 
-    opts = ATTENTION.from_toml({"model": model, "data": data, "attention": attention})
-    lm = _load(opts)
-    words, axes, skipped, prompts, _ = _icl_prompts(opts, progress)
-    res = correct_attention(lm, prompts, progress=progress)
-    out.mkdir(parents=True, exist_ok=True)
-    figs = [str(p) for p in save_correct_attention(res, out)]
-    summary = {"model": lm.identity(), "words": words.source, "words_data_hash": words.data_hash, "axes": axes,
-               "axes_skipped": skipped, "n_prompts": len(prompts),
-               "top_heads": {s: top_heads(res, k=opts["top_k"], source=s) for s in res["sources"]},
-               "base_share": {s: res[s]["base_share"] for s in res["sources"]}}
-    if opts["prefix_matching"]:
-        pm = prefix_matching_scores(lm, seq_len=opts["prefix_seq_len"], seed=opts["seed"], progress=progress)
-        plot_head_heatmap(pm, out / "prefix_matching.png", title=f"{lm.model_id}: prefix-matching score",
-                          extra={"seq_len": opts["prefix_seq_len"]})
-        flat = sorted(((float(pm[li, h]), li, h) for li in range(pm.shape[0]) for h in range(pm.shape[1])), reverse=True)
-        summary["prefix_matching_top"] = [{"layer": li, "head": h, "score": v} for v, li, h in flat[:opts["top_k"]]]
-    summary["figures"] = figs
-    atomic_write_json(out / "summary.json", summary)
+    try:
+        opts = ATTENTION.from_toml({"model": model, "data": data, "attention": attention})
+    except OptionError as e:
+        raise StudyError(str(e)) from None
+    parse_model_spec(opts["model"])
+    words, axes, skipped, prompts, _ = _icl_prompts(opts, progress)   # before the model: bad data fails first
+    writer = atomic_output(out, overwrite=overwrite, kind="attention study (summary.json)",
+                           is_own=has_file("summary.json"))
+    with writer as tmp:
+        lm = _load(opts)
+        res = correct_attention(lm, prompts, progress=progress)
+        figs = [str(writer.target / Path(p).relative_to(tmp)) for p in save_correct_attention(res, tmp)]
+        summary = {"model": lm.identity(), "words": words.source, "words_data_hash": words.data_hash, "axes": axes,
+                   "axes_skipped": skipped, "n_prompts": len(prompts),
+                   "top_heads": {s: top_heads(res, k=opts["top_k"], source=s) for s in res["sources"]},
+                   "base_share": {s: res[s]["base_share"] for s in res["sources"]}}
+        if opts["prefix_matching"]:
+            pm = prefix_matching_scores(lm, seq_len=opts["prefix_seq_len"], seed=opts["seed"], progress=progress)
+            plot_head_heatmap(pm, tmp / "prefix_matching.png", title=f"{lm.model_id}: prefix-matching score",
+                              extra={"seq_len": opts["prefix_seq_len"]})
+            flat = sorted(((float(pm[li, h]), li, h) for li in range(pm.shape[0]) for h in range(pm.shape[1])),
+                          reverse=True)
+            summary["prefix_matching_top"] = [{"layer": li, "head": h, "score": v} for v, li, h in flat[:opts["top_k"]]]
+        summary["figures"] = figs
+        atomic_write_json(tmp / "summary.json", summary)
     return summary
 
 
 def _run_concept_sweep(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
-    return concept_sweep(cfg["model"], cfg["data"], cfg["probe"], out, progress)
+    probe = dict(cfg["probe"], overwrite=cfg["probe"].get("overwrite", False) or cfg["study"]["overwrite"])
+    return concept_sweep(cfg["model"], cfg["data"], probe, out, progress)
 
 
 def _run_attention_heads(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
-    return attention_heads(cfg["model"], cfg["data"], cfg["attention"], out, progress)
+    return attention_heads(cfg["model"], cfg["data"], cfg["attention"], out, progress,
+                           overwrite=cfg["study"]["overwrite"])
 
 
 def _run_compare(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
+    from toy.runio import RunError, has_file, is_complete_run, preflight_output
+
     from .commands.compare import comparison_kwargs
     from .compare import run_comparison
     from .options import call_with_options
 
+    if is_complete_run(out):
+        raise StudyError(f"out {out} is a toy run folder; the comparison would be mixed into the run: choose another")
+    try:
+        preflight_output(out, overwrite=True, kind="comparison (comparison.json)", is_own=has_file("comparison.json"))
+    except RunError as e:
+        raise StudyError(str(e)) from None
     opts = COMPARE.from_toml(cfg)
     comp = call_with_options(run_comparison, comparison_kwargs(opts), COMPARE, toy_run=opts["toy"] or None,
                              out_dir=out, progress=progress, model_required=False)
@@ -183,7 +205,8 @@ STUDY_KINDS["extract"] = _kind(
 
 
 def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list"}.get(type(v), type(v).__name__)
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(v), type(v).__name__)
 
 
 def _check_type(where: str, value: Any, default: Any) -> Any:
@@ -196,11 +219,23 @@ def _check_type(where: str, value: Any, default: Any) -> Any:
         value = float(value) if ok else value
     elif isinstance(default, list):
         ok = isinstance(value, (list, str))        # a list, or its comma-separated string
+        if isinstance(value, list):
+            kind = int if default and all(isinstance(d, int) and not isinstance(d, bool) for d in default) else str
+            bad = [v for v in value if not isinstance(v, kind) or isinstance(v, bool)]
+            if bad:
+                what = "integers" if kind is int else "strings"
+                raise StudyError(f"{where} = {_short(value)}: expected a list of {what}; {_short(bad[0])} is "
+                                 f"{_type_name(bad[0])}")
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise StudyError(f"{where} = {value!r}: expected {_type_name(default)} (default {default!r})")
+        raise StudyError(f"{where} = {_short(value)}: expected {_type_name(default)} (default {_short(default)})")
     return value
+
+
+def _short(v: Any, n: int = 60) -> str:
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
 
 
 def _parse_literal(raw: str) -> Any:
@@ -262,17 +297,46 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> tuple[St
     if not p.is_file():
         raise StudyError(f"no study file at {p}; the bundled studies are in probes/*.toml")
     try:
-        data = tomllib.loads(p.read_text())
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StudyError(f"{p} is not UTF-8 text (byte {e.start}); a study file is TOML in UTF-8: save it as "
+                         "UTF-8") from None
+    except OSError as e:
+        raise StudyError(f"{p} cannot be read ({e.strerror or e}); check its permissions") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise StudyError(f"{p}: not valid TOML: {e}") from None
     return resolve(data, overrides, source=str(p))
 
 
+def study_out_dir(study_out: str, source: str) -> Path:
+    """`[study] out` of a study file: a relative folder inside the working folder (a study file must not
+    send its results elsewhere; pass --out to choose any folder yourself)."""
+    rel = Path(study_out)
+    cwd = Path.cwd().resolve()
+    if rel.is_absolute() or ".." in rel.parts or (cwd / rel).resolve() == cwd or \
+            cwd not in (cwd / rel).resolve().parents:
+        raise StudyError(f"{source}: [study] out = {_short(study_out)} leaves the working folder {cwd} (or is it); "
+                         "a study file may only name a folder inside it, e.g. out = \"runs/my_study\". Pass "
+                         "--out DIR to write elsewhere")
+    return rel
+
+
 def run_study(path: str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
               progress: bool = True) -> dict[str, Any]:
     """Validate, then run the study file; returns the study's summary dict."""
+    from .models import parse_model_spec
+
     kind, cfg = load_study(path, overrides)
-    out_dir = Path(out or cfg["study"]["out"] or Path("runs") / Path(path).stem)
+    if out:
+        out_dir = Path(out)
+    elif cfg["study"]["out"]:
+        out_dir = study_out_dir(cfg["study"]["out"], str(path))
+    else:
+        out_dir = Path("runs") / Path(path).stem
+    if "model" in cfg and "spec" in cfg["model"]:
+        parse_model_spec(cfg["model"]["spec"])   # one spec parser, before any work
     result = kind.runner(cfg, out_dir, progress)
     return {"kind": kind.name, "out": str(out_dir), "config": cfg, "result": result}
 

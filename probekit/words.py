@@ -190,6 +190,16 @@ class WordDataset:
         atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
+MAX_WORD_CHARS = 200
+MAX_CSV_BYTES = 200 * 10**6
+
+
+def _has_control(text: str) -> bool:
+    import unicodedata
+
+    return any(unicodedata.category(c) in ("Cc", "Cs") or c in "\u2028\u2029" for c in text)
+
+
 def _parse_bool(text: str, where: str) -> bool:
     t = text.strip().lower()
     if t in _TRUE:
@@ -206,22 +216,38 @@ def load_word_csv(path: str | os.PathLike, allow_multiclass: bool | Iterable[str
     """
     path = Path(path)
     src = str(path)
+    if path.is_dir():
+        raise DataError(f"word CSV {src} is a folder, not a CSV file; pass the path of a CSV with a 'word' column "
+                        "(format: data/README.md)")
+    if path.exists() and not path.is_file():
+        raise DataError(f"word CSV {src} is not a regular file (a device or pipe); pass the path of a CSV file")
     if not path.is_file():
         raise DataError(f"word CSV {src} does not exist; pass the path of a CSV with a 'word' column "
                         "(format: data/README.md)")
+    if path.stat().st_size > MAX_CSV_BYTES:
+        raise DataError(f"word CSV {src} is {path.stat().st_size / 1e6:.0f} MB, larger than the {MAX_CSV_BYTES // 10**6} MB "
+                        "a word list can sensibly be; pass the right file")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise DataError(f"{src} is not UTF-8 text ({e}); save the CSV as UTF-8") from e
-    rows = list(csv.reader(io.StringIO(text)))
+    reader = csv.reader(io.StringIO(text))
+    rows = []
+    try:
+        for r in reader:
+            rows.append(r)
+    except csv.Error as e:
+        raise DataError(f"{src} line {reader.line_num}: malformed CSV ({e}); a field may be longer than "
+                        f"{csv.field_size_limit()} characters or a quote may not be closed. Fix that line") from None
     numbered = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]  # skip blank lines
     if not numbered:
         raise DataError(f"{src} is empty; it needs a header line (word,AXIS1,AXIS2,...) and one row per word")
     header_line, header = numbered[0]
     header = [h.strip() for h in header]
     if WORD_COLUMN not in header:
-        raise DataError(f"{src}: no '{WORD_COLUMN}' column in the header {header}; the first line must name "
-                        f"the columns, e.g. 'word,gender,number,multi_token'")
+        # the header is not echoed: `src` may be any file, and its first line is not ours to print
+        raise DataError(f"{src}: the first line ({len(header)} field(s)) names no '{WORD_COLUMN}' column; it is not a "
+                        f"word CSV. The first line must name the columns, e.g. 'word,gender,number,multi_token'")
     dupes = sorted({h for h in header if header.count(h) > 1})
     if dupes or "" in header:
         what = f"repeated column names {dupes}" if dupes else "an empty column name"
@@ -245,6 +271,12 @@ def load_word_csv(path: str | os.PathLike, allow_multiclass: bool | Iterable[str
         w = r[col[WORD_COLUMN]].strip()
         if not w:
             raise DataError(f"{src} line {line}: the word is empty; fill in the '{WORD_COLUMN}' field or delete the row")
+        if _has_control(w):
+            raise DataError(f"{src} line {line}: the word contains a control character (NUL, newline, tab, ...); "
+                            "a word is printable text: fix or delete the row")
+        if len(w) > MAX_WORD_CHARS:
+            raise DataError(f"{src} line {line}: the word has {len(w)} characters (at most {MAX_WORD_CHARS}); "
+                            "fix or delete the row")
         if w in first_line:
             raise DataError(f"{src} line {line}: duplicate word {w!r} (first on line {first_line[w]}); "
                             "each word must appear once, with all its axes on one row")

@@ -85,8 +85,11 @@ def test_local_checkpoint_loads_through_path_spec(lm, tiny_gpt2_dir):
     assert ident["model_id"] == lm.model_id and ident["processing"] == lm.processing and ident["n_layers"] == 2
 
 
-def test_bare_directory_is_accepted(tiny_gpt2_dir):
-    lm2 = load_model(str(tiny_gpt2_dir))
+def test_bare_directory_needs_path_prefix(tiny_gpt2_dir):
+    # one spec parser: a bare spec is a hub name; a folder needs path: (issue 10 item 2)
+    with pytest.raises(ModelLoadError, match="looks like a folder"):
+        load_model(str(tiny_gpt2_dir))
+    lm2 = load_model(f"path:{tiny_gpt2_dir}")
     assert lm2.model_id == f"path:{Path(tiny_gpt2_dir).resolve()}"
 
 
@@ -137,7 +140,7 @@ def test_missing_folder_and_non_checkpoint_folder_raise(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="config.json"):
         load_model(f"path:{tmp_path / 'empty'}")
-    with pytest.raises(ModelLoadError, match="looks like a path"):
+    with pytest.raises(ModelLoadError, match="looks like a folder"):
         load_model(str(tmp_path / "nope"))
     with pytest.raises(ModelLoadError):
         load_model("")
@@ -204,5 +207,6 @@ def test_toy_spec_loads_a_trained_run(small_concept_run_dir, small_concept_run):
     # the loaded weights are the trained ones
     for (k, a), (k2, b) in zip(run.model.state_dict().items(), lm_toy.model.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
-    # a bare run directory is recognised as a toy run too
-    assert load_model(str(run_dir)).kind == "toy"
+    # a bare run directory is not guessed: it needs toy: (one spec parser, issue 10 item 2)
+    with pytest.raises(ModelLoadError, match="toy:"):
+        load_model(str(run_dir))

@@ -215,7 +215,7 @@ def test_run_directory_and_reload(trained, tmp_path):
     assert loaded.config == run.config
     x = run.probe_batch(64, seed=5).inputs
     torch.testing.assert_close(loaded.model(x), run.model(x))
-    with pytest.raises(RunError, match="already holds a run"):
+    with pytest.raises(RunError, match="already holds a toy run"):
         toy.get_setting("patterns").train(run.config, out_dir=out, progress=False)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import typing
 from typing import Any, Iterable
 
@@ -179,3 +180,46 @@ def _check_range(name, value, lo, hi, lo_open=False, hi_open=False) -> None:
         right = ")" if hi_open else "]"
         rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
         raise ConfigError(f"{name}={value!r} is out of range: valid range is {rng}")
+
+
+# --- memory bound --------------------------------------------------------------------------------
+
+MEMORY_CAP_ENV = "TOY_MEMORY_CAP_GB"
+DEFAULT_MEMORY_CAP_GB = 8.0
+
+
+def memory_cap_bytes() -> float:
+    """The cap on a toy config's estimated memory: DEFAULT_MEMORY_CAP_GB (8 GB), or $TOY_MEMORY_CAP_GB."""
+    raw = os.environ.get(MEMORY_CAP_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MEMORY_CAP_GB * 1e9
+    try:
+        gb = float(raw)
+    except ValueError:
+        raise ConfigError(f"{MEMORY_CAP_ENV}={raw!r}: expected a number of gigabytes, e.g. 16") from None
+    if not math.isfinite(gb) or gb <= 0:
+        raise ConfigError(f"{MEMORY_CAP_ENV}={raw!r}: must be a positive number of gigabytes")
+    return gb * 1e9
+
+
+def _gb(b: float) -> str:
+    return f"{b / 1e9:.3g} GB"
+
+
+def check_memory(setting: str, terms: list[tuple[str, float, str]]) -> float:
+    """Refuse a config whose estimated memory exceeds the cap, before anything is allocated.
+
+    terms: (what, estimated bytes, the knobs it grows with). Returns the estimate in bytes. The
+    estimate is an upper-bound style sum of the large tensors (weights with gradients and optimiser
+    state, prompt sets, activations of one batch); it exists to stop a typo such as d=100000 from
+    trying to allocate hundreds of GB, not to predict the peak exactly."""
+    total = float(sum(b for _, b, _ in terms))
+    cap = memory_cap_bytes()
+    if total > cap:
+        what, b, knobs = max(terms, key=lambda t: t[1])
+        raise ConfigError(
+            f"{setting} config needs about {_gb(total)} of memory (estimate), above the cap of {_gb(cap)}: the "
+            f"largest part is {what} ({_gb(b)}), which grows with {knobs}. Lower {knobs.split(' ')[0].rstrip(',')}"
+            f" (or the other knobs named), or raise the cap with {MEMORY_CAP_ENV}=N (gigabytes) if this machine "
+            "has the memory")
+    return total

@@ -27,12 +27,28 @@ def comparison_kwargs(opts: dict) -> dict:
     return kw
 
 
+def check_compare_out(out) -> None:
+    """Refuse, before any work, an --out that is a file, a toy run folder, a non-empty folder that holds no
+    comparison, busy (another writer holds its lock) or not writable (toy.runio.preflight_output)."""
+    from pathlib import Path
+
+    from toy.runio import RunError, has_file, is_complete_run, preflight_output
+
+    if is_complete_run(Path(out)):
+        raise RunError(f"--out {out} is a toy run folder; the comparison would be mixed into the run. Choose "
+                       "another --out (e.g. runs/compare)")
+    preflight_output(out, overwrite=True, kind="comparison (comparison.json)", is_own=has_file("comparison.json"))
+
+
 def run(args) -> int:
     from ..compare import run_comparison
+    from ..models import parse_model_spec
     from ..options import COMPARE, call_with_options
     from ..report import verdict_summary
 
     opts = COMPARE.from_args(args)
+    parse_model_spec(opts["model"])       # one spec parser: a bare name is a hub name, folders need path:
+    check_compare_out(opts["out"])        # before the toy is loaded or anything is measured
     # null_models / permutations / alpha go through when run_comparison takes them (issue 8 wires
     # them); a non-default value that it cannot take is an error, never silently dropped.
     comp = call_with_options(run_comparison, comparison_kwargs(opts), COMPARE, toy_run=opts["toy"],

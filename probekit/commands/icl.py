@@ -21,14 +21,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from toy.runio import atomic_write_json
+    from toy.runio import atomic_output, atomic_write_json, has_file
 
     from ..errors import DataError
     from ..icl import build_icl_prompts, format_icl_table, icl_curve, plot_icl_curve, _parse_ks
     from ..options import ICL
-    from ..models import load_model
+    from ..models import load_model, parse_model_spec
     from ..words import default_word_csv, load_word_csv
 
     opts = ICL.from_args(args)
@@ -40,12 +38,10 @@ def run(args) -> int:
     if not modes:
         raise DataError("--label-mode: give natural, symbol or natural,symbol")
 
-    from toy.runio import is_complete_run
-
     spec = opts["model"].strip()
     n, seed, cross = opts["n_prompts"], opts["seed"], opts["cross"] or None
     cross_kw = {"cross_rule": opts["cross_rule"], "cross_target": opts["cross_target"] or None}
-    is_toy = spec.startswith("toy:") or (Path(spec).expanduser().is_dir() and is_complete_run(Path(spec).expanduser()))
+    is_toy = parse_model_spec(spec).is_toy    # the one spec parser: a bare folder is refused, toy: needed
     dataset, axes = None, [None]
     if not is_toy:
         dataset = load_word_csv(opts["words"] or default_word_csv())
@@ -59,22 +55,27 @@ def run(args) -> int:
                 for k in ks:
                     if a != cross:
                         build_icl_prompts(dataset, a, k, n, m, seed, cross, **cross_kw)
-    lm = load_model(spec, compatibility_mode=opts["compatibility_mode"])
-    progress = not opts["no_progress"]
-    results = []
-    if lm.kind == "toy":
-        results.append(icl_curve(lm, None, None, ks, n, seed=seed, progress=progress))
-    else:
-        for a in axes:
-            if a == cross:
-                continue
-            for m in modes:
-                results.append(icl_curve(lm, dataset, a, ks, n, m, seed, cross, **cross_kw,
-                                         batch_size=opts["batch_size"], progress=progress))
-    out = Path(args.out)
-    atomic_write_json(out / "icl.json", {"model": lm.identity(), "ks": ks, "n_prompts": n, "seed": seed,
-                                         "results": results})
-    plot_icl_curve(results, out / "icl_accuracy.png")
+    # --out: locked, checked (not a file, not foreign, not an earlier result unless --overwrite) and proven
+    # writable before the model is loaded; everything is written in a temporary folder and published once
+    writer = atomic_output(opts["out"], overwrite=opts["overwrite"], kind="ICL result (icl.json)",
+                           is_own=has_file("icl.json"))
+    with writer as tmp:
+        lm = load_model(spec, compatibility_mode=opts["compatibility_mode"])
+        progress = not opts["no_progress"]
+        results = []
+        if lm.kind == "toy":
+            results.append(icl_curve(lm, None, None, ks, n, seed=seed, progress=progress))
+        else:
+            for a in axes:
+                if a == cross:
+                    continue
+                for m in modes:
+                    results.append(icl_curve(lm, dataset, a, ks, n, m, seed, cross, **cross_kw,
+                                             batch_size=opts["batch_size"], progress=progress))
+        atomic_write_json(tmp / "icl.json", {"model": lm.identity(), "ks": ks, "n_prompts": n, "seed": seed,
+                                             "results": results})
+        plot_icl_curve(results, tmp / "icl_accuracy.png")
+    out = writer.target
     print(format_icl_table(results))
     print(f"wrote {out / 'icl.json'} and {out / 'icl_accuracy.png'}")
     return 0

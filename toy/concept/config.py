@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
-from toy.config import ConfigError, check_choice, check_float, check_int
+from toy.config import ConfigError, check_choice, check_float, check_int, check_memory
 
 OOD_MODES = ("none", "length", "skewed", "switched", "cross_concept", "noise",
              "heldout_fresh", "heldout_combo")
@@ -142,7 +142,31 @@ class ConceptConfig:
         check_int("n_test_log", self.n_test_log, lo=1, hi=self.n_test)
         check_int("n_bayes", self.n_bayes, lo=1)
         check_int("n_noise_probe", self.n_noise_probe, lo=1)
+        check_memory("concept", self.memory_terms())
         return self
+
+    def memory_terms(self) -> list[tuple[str, float, str]]:
+        """(what, bytes, knobs) of the large allocations, for toy.config.check_memory."""
+        f32 = 4
+        d_in, L = self.d_in, max(self.L_train, self.L_test) + 1
+        if self.arch == "conventional":
+            params = 4 * d_in * d_in + 2 * d_in * self.conv_d_mlp
+            knobs = "d (residual width 2d), conv_d_mlp"
+        else:
+            params = 2 * self.qk_dim * d_in + (self.v_dim * d_in if self.train_V else 0) + self.m * self.v_dim
+            knobs = "d (input width 2d), d_qk, d_v, m"
+        state = 4 if self.optimizer == "adam" else 3          # weights, gradients, (Adam moments), a copy
+        width = d_in + 2 * self.qk_dim + self.v_dim + self.m
+        return [
+            ("model weights with gradients and optimiser state", params * f32 * state, knobs),
+            ("the test prompts", self.n_test * (self.L_test + 1) * d_in * f32, "n_test, L_test, d"),
+            ("the training prompts", (self.n_train if self.finite_data else 0) * (self.L_train + 1) * d_in * f32,
+             "n_train, L_train, d"),
+            ("one batch of activations", self.batch_size * L * width * f32 * 3, "batch_size, d, L_train, m"),
+            ("Bayes-error prompts (chunks of 20000)", min(self.n_bayes, 20000) * L * d_in * f32 * 2,
+             "d, n_bayes, L_train"),
+            ("the dictionary", self.d * (4 * self.K + 4) * 8 * 3, "d, K"),
+        ]
 
     # ------------------------------------------------------------------
     @property

@@ -14,7 +14,7 @@ import torch
 from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
 from toy.config import apply_overrides
-from toy.runio import atomic_write_json, torch_stream
+from toy.runio import atomic_output, atomic_write_json, has_file, torch_stream
 
 from . import metrics as M
 from .config import ConceptConfig
@@ -69,26 +69,29 @@ def run_ood(run_dir, out_dir=None, progress: bool = True, n: int | None = None) 
     cfg, dic, model = run.config, run.extra["dictionary"], run.model
     n = min(cfg.n_test, 4096) if n is None else n
     out_dir = Path(run_dir) / "ood" if out_dir is None else Path(out_dir)
-    results: dict = {"run": str(Path(run_dir).resolve()), "n_per_scenario": n, "scenarios": {}}
-    items = list(scenarios(cfg).items())
-    for name, (ov, expect) in tqdm(items, desc="OOD scenarios", disable=not progress, leave=False):
-        c2 = apply_overrides(cfg, ov)
-        r = evaluate_distribution(model, c2, dic, n, f"ood/{name}")
-        b = bayes_error(c2, dic, n=min(cfg.n_bayes, 50000))
-        r["bayes_error"], r["attention_floor"] = b["bayes_error"], b["attention_floor"]
-        r["expected"] = expect
-        if expect == "solve":
-            r["as_expected"] = r["test_error"] <= max(b["bayes_error"], b["attention_floor"]) + 0.05
-        elif expect == "fail":
-            r["as_expected"] = r["test_error"] >= 0.25
-        results["scenarios"][name] = r
-    sc = results["scenarios"]
-    results["controls"] = {
-        "negative_fresh_concept_fails": sc["heldout_fresh"]["as_expected"] if "heldout_fresh" in sc else None,
-        "positive_combined_concept_succeeds": sc["heldout_combo"]["as_expected"] if "heldout_combo" in sc else None,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out_dir / "ood.json", results)
-    figure4(results, out_dir / "figure4.png", title=f"concept ICL OOD ({cfg.arch}, seed {cfg.seed})")
+    # the one atomic-output helper: checked and locked now, built under a temporary name, published once
+    writer = atomic_output(out_dir, overwrite=True, kind="OOD evaluation (ood.json)", is_own=has_file("ood.json"))
+    with writer as tmp:
+        results: dict = {"run": str(Path(run_dir).resolve()), "n_per_scenario": n, "scenarios": {}}
+        items = list(scenarios(cfg).items())
+        for name, (ov, expect) in tqdm(items, desc="OOD scenarios", disable=not progress, leave=False):
+            c2 = apply_overrides(cfg, ov)
+            r = evaluate_distribution(model, c2, dic, n, f"ood/{name}")
+            b = bayes_error(c2, dic, n=min(cfg.n_bayes, 50000))
+            r["bayes_error"], r["attention_floor"] = b["bayes_error"], b["attention_floor"]
+            r["expected"] = expect
+            if expect == "solve":
+                r["as_expected"] = r["test_error"] <= max(b["bayes_error"], b["attention_floor"]) + 0.05
+            elif expect == "fail":
+                r["as_expected"] = r["test_error"] >= 0.25
+            results["scenarios"][name] = r
+        sc = results["scenarios"]
+        results["controls"] = {
+            "negative_fresh_concept_fails": sc["heldout_fresh"]["as_expected"] if "heldout_fresh" in sc else None,
+            "positive_combined_concept_succeeds": sc["heldout_combo"]["as_expected"] if "heldout_combo" in sc else None,
+        }
+        atomic_write_json(tmp / "ood.json", results)
+        figure4(results, tmp / "figure4.png", title=f"concept ICL OOD ({cfg.arch}, seed {cfg.seed})")
+    out_dir = writer.target
     results["out_dir"] = str(out_dir)
     return results

@@ -17,7 +17,8 @@ from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhe
 
 from toy.api import ToyRun
 from toy.config import ConfigError
-from toy.runio import RunWriter, atomic_write_json, load_tensors, read_run_config, save_tensors, torch_stream
+from toy.runio import (RunError, RunWriter, atomic_write_json, load_run_tensors, load_state, load_tensors,
+                       read_run_config, read_run_metrics, save_tensors, torch_stream)
 
 from . import metrics as M
 from .config import ConceptConfig
@@ -199,7 +200,11 @@ def _train(cfg: ConceptConfig, progress: bool, ckpt: Path | None = None) -> ToyR
     step0, n_acc = 0, 0
     resume = _ckpt_state(ckpt, cfg) if ckpt is not None else None
     if resume is not None:
-        t = load_tensors(ckpt / resume["tensors"])
+        try:
+            t = load_tensors(ckpt / resume["tensors"])
+        except RunError:      # a damaged checkpoint (e.g. killed mid-write by a full disk): train from step 0
+            resume = None
+    if resume is not None:
         model.load_state_dict({k[len("model."):]: v for k, v in t.items() if k.startswith("model.")})
         _load_opt(opt, t, resume["optimizer"])
         g.set_state(t["rng"])
@@ -540,13 +545,9 @@ def load(run_dir) -> ToyRun:
     run_dir = Path(run_dir)
     _, cfg = read_run_config(run_dir, SETTING_NAME, ConceptConfig)
     model = build_model(cfg, init=False)
-    state = load_tensors(run_dir / "model.safetensors")
-    model.load_state_dict(state, strict=True)
+    load_state(model, run_dir)
     model.eval()
     dpath = run_dir / "dictionary.safetensors"
-    dic = Dictionary.from_tensors(load_tensors(dpath)) if dpath.is_file() else make_dictionary(cfg)
-    metrics = {}
-    if (run_dir / "metrics.json").is_file():
-        with open(run_dir / "metrics.json") as f:
-            metrics = json.load(f)
+    dic = Dictionary.from_tensors(load_run_tensors(run_dir, dpath.name)) if dpath.is_file() else make_dictionary(cfg)
+    metrics = read_run_metrics(run_dir)
     return ToyRun(SETTING_NAME, cfg, model, metrics, run_dir, extra={"dictionary": dic})

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError, check_choice, check_float, check_int
+from ..config import ConfigError, check_choice, check_float, check_int, check_memory
 
 
 @dataclass
@@ -102,6 +102,7 @@ class PatternsConfig:
             raise ConfigError("ood_lengths is empty; give test context lengths such as ood_lengths=2,5,10,20")
         for n in self.ood_lengths:
             check_int("ood_lengths", n, lo=1)
+        check_memory("patterns", self.memory_terms())
         # impossible task splits: every training split must leave unseen tasks for testing
         from .data import task_split
 
@@ -111,6 +112,18 @@ class PatternsConfig:
                 f"tasks={self.tasks!r} with n_relevant={self.n_relevant} uses all {len(train)} tasks for training and "
                 "leaves no unseen task to test on; use tasks=cyclic or more relevant patterns (n_relevant >= 5)")
         return self
+
+
+def _memory_terms(cfg: "PatternsConfig") -> list[tuple[str, float, str]]:
+    f32 = 4
+    L = max([cfg.l_tr, cfg.ood_l, *cfg.ood_lengths]) + 1
+    params = 3 * cfg.d_in * cfg.d_in + cfg.m * cfg.d_in
+    return [("model weights with gradients", params * f32 * 3, "d_x, d_y, m"),
+            ("the final-metric prompts", cfg.final_prompts * L * (cfg.d_in + cfg.m) * f32 * 2, "final_prompts, d_x, m"),
+            ("one batch of activations", cfg.batch * L * (3 * cfg.d_in + cfg.m) * f32 * 3, "batch, d_x, m")]
+
+
+PatternsConfig.memory_terms = _memory_terms
 
 
 _HELP = {

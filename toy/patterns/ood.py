@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
-from ..runio import atomic_write_json, stream_seed
+from ..runio import atomic_output, atomic_write_json, has_file, stream_seed
 from .data import ood_bank, ood_tasks, sample_prompts
 from .metrics import check, evaluate, torch_threads
 
@@ -85,12 +85,14 @@ def run_ood(run_dir, out_dir=None, progress: bool = True, n: int | None = None) 
     cfg = run.config
     n = cfg.final_prompts if n is None else n
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "ood"
-    out.mkdir(parents=True, exist_ok=True)
-    with torch_threads(cfg.threads):
-        grid = ood_grid(run.model, cfg, n, cfg.seed, progress)
-        s1 = s1_check(run.model, cfg, n, cfg.seed)
-    result = {"grid": grid, "s1_check": s1, "out_dir": str(out)}
-    plot_ood_curves(grid, out / "ood_curves.png")
-    plot_ood_s1(s1, out / "ood_s1.png")
-    atomic_write_json(out / "ood.json", result)
+    # the one atomic-output helper: checked and locked now, built under a temporary name, published once
+    writer = atomic_output(out, overwrite=True, kind="OOD evaluation (ood.json)", is_own=has_file("ood.json"))
+    with writer as tmp:
+        with torch_threads(cfg.threads):
+            grid = ood_grid(run.model, cfg, n, cfg.seed, progress)
+            s1 = s1_check(run.model, cfg, n, cfg.seed)
+        result = {"grid": grid, "s1_check": s1, "out_dir": str(writer.target)}
+        plot_ood_curves(grid, tmp / "ood_curves.png")
+        plot_ood_s1(s1, tmp / "ood_s1.png")
+        atomic_write_json(tmp / "ood.json", result)
     return result

@@ -11,7 +11,8 @@ from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhe
 
 from ..api import ToyRun
 from ..config import ConfigError
-from ..runio import RunWriter, atomic_write_json, load_tensors, read_run_config, save_tensors, stream_seed
+from ..runio import (RunWriter, atomic_write_json, load_state, read_run_config, read_run_metrics, save_tensors,
+                     stream_seed)
 from .config import PatternsConfig
 from .data import in_domain_bank, sample_prompts, task_split
 from .metrics import check, evaluate, pruning_curves, torch_threads
@@ -56,8 +57,13 @@ def train(cfg: PatternsConfig, out_dir=None, progress: bool = True, overwrite: b
         raise ConfigError(f"train() needs a PatternsConfig, got {type(cfg).__name__}")
     cfg.validate()
     writer = RunWriter(out_dir, overwrite=overwrite) if out_dir is not None else None   # checks --out now
-    with torch_threads(cfg.threads):
-        model, metrics = _fit(cfg, progress)
+    try:
+        with torch_threads(cfg.threads):
+            model, metrics = _fit(cfg, progress)
+    except BaseException:
+        if writer is not None:
+            writer.close()   # release --out's lock now
+        raise
     run = ToyRun(setting=SETTING_NAME, config=cfg, model=model, metrics=metrics, path=None)
     if writer is not None:
         _write(run, writer)
@@ -152,15 +158,10 @@ def _write(run: ToyRun, writer: RunWriter) -> None:
 
 
 def load(run_dir) -> ToyRun:
-    import json
-
     run_dir = Path(run_dir)
     manifest, cfg = read_run_config(run_dir, SETTING_NAME, PatternsConfig)
     model = PatternTransformer(cfg.d_in, cfg.m)
-    model.load_state_dict(load_tensors(run_dir / "model.safetensors"))
+    load_state(model, run_dir)
     model.eval()
-    metrics = {}
-    if (run_dir / "metrics.json").is_file():
-        with open(run_dir / "metrics.json") as f:
-            metrics = json.load(f)
+    metrics = read_run_metrics(run_dir)
     return ToyRun(setting=SETTING_NAME, config=cfg, model=model, metrics=metrics, path=run_dir)

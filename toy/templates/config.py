@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toy.config import ConfigError, check_choice, check_float, check_int
+from toy.config import ConfigError, check_choice, check_float, check_int, check_memory
 
 
 @dataclass
@@ -111,7 +111,30 @@ class TemplatesConfig:
                               "set loss_mode=population, or use optimizer=adam")
         if self.loss_mode == "empirical" and self.batch_size > self.n_train:
             raise ConfigError(f"batch_size={self.batch_size} exceeds n_train={self.n_train}: lower batch_size or raise n_train")
+        check_memory("templates", self.memory_terms())
         return self
+
+    def memory_terms(self) -> list[tuple[str, float, str]]:
+        """(what, bytes, knobs) of the large allocations, for toy.config.check_memory."""
+        b = 8 if self.dtype == "float64" else 4
+        K, d, H = self.K, self.d, self.H
+        if self.arch == "deep":
+            params = self.n_layers * (4 * self.d_model ** 2 + 2 * self.d_model * self.d_ff) + (d + 1) * self.d_model
+            knobs = "d_model, d_ff, n_layers"
+        else:
+            params = H * d * d + H * K
+            knobs = "H, d"
+        terms = [("model weights with gradients and Adam state", params * b * 4, knobs),
+                 ("the dictionary and population-loss matrices", (d * K + self.m * K + 3 * K * K) * 8 + H * K * K * 8 * 2,
+                  "K, H, d")]
+        if self.loss_mode == "empirical":
+            act = self.batch_size * (H * K * K + K * (d + 1)) * 4 * 2
+            if self.arch == "deep":
+                act = self.batch_size * self.n_layers * (H * K * K + K * (6 * self.d_model + self.d_ff)) * 4 * 2
+            terms += [("the training prompt pool", self.n_train * K * (d + 1) * 4, "n_train, K, d"),
+                      ("one batch of attention activations", act, "batch_size, H, K")]
+        terms.append(("the test prompts", (self.n_test_id + self.n_test_ood) * K * (d + 1) * 8, "n_test_id, n_test_ood, K, d"))
+        return terms
 
 
 def resolve_device(cfg: TemplatesConfig):

@@ -32,7 +32,8 @@ import numpy as np
 
 from toy.api import ProbeBatch, Setting, ToyRun
 from toy.config import ConfigError, check_choice, check_int
-from toy.runio import load_tensors, pyplot, read_run_config, torch_stream
+from toy.runio import (atomic_output, has_file, load_run_tensors, load_state, pyplot, read_run_config,
+                       read_run_metrics, torch_stream)
 
 from .config import TemplatesConfig
 from .data import F64, Problem
@@ -45,14 +46,11 @@ def load(run_dir) -> ToyRun:
     run_dir = Path(run_dir)
     manifest, cfg = read_run_config(run_dir, SETTING_NAME, TemplatesConfig)
     model = build_model(cfg).to(DTYPES[cfg.dtype])
-    model.load_state_dict(load_tensors(run_dir / "model.safetensors"))
+    load_state(model, run_dir)
     model.eval()
-    dic = load_tensors(run_dir / "dictionary.safetensors")
+    dic = load_run_tensors(run_dir, "dictionary.safetensors")
     problem = Problem(dic["V_all"].to(F64), dic["Zhat"].to(F64), cfg.N, float(cfg.tau))
-    metrics_path = run_dir / "metrics.json"
-    import json
-
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    metrics = read_run_metrics(run_dir)
     return ToyRun(setting=SETTING_NAME, config=cfg, model=model, metrics=metrics, path=run_dir,
                   extra={"problem": problem})
 
@@ -140,10 +138,9 @@ def ood(run_dir, out_dir=None, progress: bool = True, n: int = 200, seed: int = 
                      "inference_loss": inference_loss(yhat, ystar),
                      "ridge_relative_gap": relgap(yhat, ystar, cfg.N)})
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / "ood"
-    result = {"run": str(Path(run_dir).resolve()), "out_dir": str(out.resolve()), "n_prompts": n, "rows": rows,
+    result = {"run": str(Path(run_dir).resolve()), "out_dir": str(out.absolute()), "n_prompts": n, "rows": rows,
               "scenarios": {f"shift={r['shift']:g},std={r['std']:g}": {k: r[k] for k in (
                   "mean_lambda_norm", "inference_loss", "ridge_relative_gap")} for r in rows}}
-    out.mkdir(parents=True, exist_ok=True)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for sd in sorted({r["std"] for r in rows}):
@@ -153,7 +150,9 @@ def ood(run_dir, out_dir=None, progress: bool = True, n: int = 200, seed: int = 
     ax.set_ylabel("inference loss (1/K)||ŷ - ŷ*||²")
     ax.set_title("Generalisation to unseen tasks")
     ax.legend()
-    figures.save(fig, out, "ood", result)
+    # the one atomic-output helper: built under a temporary name, published once
+    with atomic_output(out, overwrite=True, kind="OOD evaluation (ood.json)", is_own=has_file("ood.json")) as tmp:
+        figures.save(fig, tmp, "ood", result)
     return result
 
 

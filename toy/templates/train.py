@@ -237,8 +237,10 @@ def state_tensors(model, problem: Problem) -> tuple[dict, dict]:
             {"V_all": problem.V_all, "Zhat": problem.Zhat})
 
 
-def write_run(out_dir, cfg: TemplatesConfig, model, problem: Problem, metrics: dict, overwrite: bool = False) -> Path:
-    with RunWriter(out_dir, overwrite=overwrite) as w:
+def write_run(out_dir, cfg: TemplatesConfig, model, problem: Problem, metrics: dict, overwrite: bool = False,
+              writer: RunWriter | None = None) -> Path:
+    """Write the run directory (through `writer`, already holding --out's lock, when given)."""
+    with (writer if writer is not None else RunWriter(out_dir, overwrite=overwrite)) as w:
         weights, dictionary = state_tensors(model, problem)
         save_tensors(w.path / "model.safetensors", weights, metadata={"setting": SETTING_NAME, "arch": cfg.arch})
         save_tensors(w.path / "dictionary.safetensors", dictionary)
@@ -254,11 +256,16 @@ def train(cfg: TemplatesConfig, out_dir=None, progress: bool = True, overwrite: 
     """Train the template-regression model of `cfg`; write a run directory when `out_dir` is given."""
     cfg.validate()
     resolve_device(cfg)
-    if out_dir is not None:
-        RunWriter(out_dir, overwrite=overwrite)   # refuses a bad --out before any work
-    model, problem, history = fit(cfg, progress=progress)
-    metrics = final_metrics(cfg, model, problem, history)
-    path = write_run(out_dir, cfg, model, problem, metrics, overwrite) if out_dir is not None else None
+    # takes --out's lock and refuses a bad --out before any work; held until the run is published
+    writer = RunWriter(out_dir, overwrite=overwrite) if out_dir is not None else None
+    try:
+        model, problem, history = fit(cfg, progress=progress)
+        metrics = final_metrics(cfg, model, problem, history)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        raise
+    path = write_run(out_dir, cfg, model, problem, metrics, overwrite, writer=writer) if writer is not None else None
     model.to("cpu").eval()
     return ToyRun(setting=SETTING_NAME, config=cfg, model=model, metrics=metrics, path=path,
                   extra={"problem": problem})
