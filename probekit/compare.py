@@ -25,17 +25,17 @@ tokenizer; toys: the same setting trained for 0 steps) measured through the iden
 """
 from __future__ import annotations
 
-import math
 import os
+import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .hypotheses import (ALPHA, FAIL, H2_MAX_MEAN_ABS_COS, H4_MAX_INTERACTION_GAIN, H5_MIN_DEMO_MASS,  # noqa: F401
-                         HYPOTHESES, HYPOTHESIS_BY_ID, INCONCLUSIVE, NOT_MEASURED, PASS, Hypothesis, count_status,
+                         HYPOTHESES, HYPOTHESIS_BY_ID, INCONCLUSIVE, NOT_MEASURED, PASS, Hypothesis,
                          judge_side, verdict)
 from .hypotheses import finite as _finite, fmt as _fmt  # noqa: F401
 from .options import COMPARE as _COMPARE
@@ -242,6 +242,7 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: i
         out["not_measured"]["multi-token words"] = (f"{len(multi)} words are several tokens with their leading space; "
                                                     "H1-H4 use single-token words only (suffix tokens and shifted "
                                                     "positions would leak class)")
+    _causal_inner_product_into(out, lm, ds, use_axes)
     # ICL prompts: one task per axis; prompts belong to their query word's half
     widx = {w: i for i, w in enumerate(ds.words)}
     prompts: dict[str, list] = {"natural": [], "symbol": []}
@@ -303,6 +304,33 @@ def measure_model(lm: Any, words: Any, *, n_prompts: int = N_PROMPTS, k_shots: i
     clock.lap("forward: dose-response (cached steered suffixes)")
     out["measurements"]["H6"] = m6
     return out
+
+
+def _causal_inner_product_into(out: dict[str, Any], lm: Any, ds: Any, axes: list[str]) -> None:
+    """H2 beside: the axes' unembedding directions under Park et al.'s (2024) causal inner product and the
+    Euclidean one (`probekit.geometry.causal_inner_product`). Descriptive: shown against the chance level
+    of random directions in d dimensions, not a verdict."""
+    from .errors import ProbekitError
+    from .geometry import causal_inner_product, word_token_ids
+
+    W_U = getattr(lm.model, "W_U", None)
+    if W_U is None:
+        out["not_measured"]["causal inner product"] = "the model exposes no unembedding W_U"
+        return
+    try:
+        cip = causal_inner_product(W_U.detach().float().cpu().numpy(), word_token_ids(ds, lm.tokenizer, axes),
+                                   n_random=0)
+    except ProbekitError as e:
+        out["not_measured"]["causal inner product"] = str(e)
+        return
+    sc, se = cip["summary_causal"], cip["summary_euclid"]
+    out["details"]["causal_inner_product"] = {"axes": cip["axes"], "cos_causal": cip["cos_causal"],
+                                              "cos_euclid": cip["cos_euclid"], "summary_causal": sc,
+                                              "summary_euclid": se}
+    out["tables"]["H2 beside (descriptive, no null): unembedding directions, causal vs Euclidean inner product"] = {
+        "header": ["inner product", "mean |cos| between axes", "max |cos|", "random directions in d dims"],
+        "rows": [["causal (Park et al. 2024)", sc["mean_abs_offdiag"], sc["max_abs_offdiag"], sc.get("random_mean_abs")],
+                 ["Euclidean", se["mean_abs_offdiag"], se["max_abs_offdiag"], se.get("random_mean_abs")]]}
 
 
 def _dose_response_into(m6: dict[str, Any], steer: Callable, paxis: np.ndarray, prompt_half_a: np.ndarray,
@@ -723,6 +751,13 @@ def measure_controls(words: Any, workdir: Path, *, cal: Calibration, n_prompts: 
     return out
 
 
+def _own_comparison_dir(p: Path) -> bool:
+    """An earlier comparison (comparison.json), or a demo folder holding only its toy run (interrupted before
+    the report): what run_comparison may replace."""
+    names = {c.name for c in Path(p).iterdir() if not c.name.startswith(".")}
+    return (Path(p) / "comparison.json").is_file() or names <= {"toy"}
+
+
 def run_comparison(toy_run: Any = None, model: Any = _COMPARE["model"].default, out_dir: str | os.PathLike = "runs/compare", *,
                    toy_overrides: Any = (), toy_quick: bool = False, quick: bool = False,
                    compatibility_mode: bool = False, words: str | os.PathLike | None = "",
@@ -763,72 +798,83 @@ def run_comparison(toy_run: Any = None, model: Any = _COMPARE["model"].default, 
     elif isinstance(toy_run, (str, os.PathLike)):
         toy_run = load_run(toy_run)
     word_data = load_words(words) if (model is not None or controls) else None
-    loaded, model_missing, fix = None, None, None
-    if isinstance(model, str):
-        from .models import fix_command, load_model
+    # one atomic output: the lock is taken (and --out checked) before the model is loaded; the report is
+    # built under a temporary name and published once; the demo's toy run (OUT/toy) is carried along
+    from toy.runio import atomic_output
 
-        try:
-            loaded = load_model(model, compatibility_mode=compatibility_mode)
-        except ModelLoadError as e:
-            if model_required:
-                raise
-            model_missing = str(e)
-            fix = fix_command(model) if not model.startswith(("path:", "toy:", "/", ".")) else None
-    elif model is not None:
-        loaded = model
-    if quick and not axes and word_data is not None:
-        axes = model_axes(word_data, k_shots)[0][:QUICK_N_AXES]
-    # --- the toy half
-    if toy_run is None:
-        run_dir = out / "toy"
-        if _same_config(run_dir, cfg):
-            toy_run = load_run(run_dir)
-            _progress_line(progress, f"reusing the toy run in {run_dir} (same config)")
-        else:
-            toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
-    _progress_line(progress, f"  measuring the toy (+ {null_models} untrained null toy(s))")
-    clock = _Stopwatch()
-    toy_side = measure_toy(toy_run, n=toy_n, seed=seed, calibration=cal, progress=progress)
-    clock.lap("toy")
-    toy_side["null_models"] = null_model_values(
-        lambda i: random_init_toy(toy_run, i),
-        lambda run, i: measure_toy(run, n=toy_n, seed=seed, calibration=cal, progress=False, side="null"),
-        null_models, progress, "toy")
-    clock.lap("toy null models")
-    # --- the model half
-    model_side = None
-    with tempfile.TemporaryDirectory(prefix="probekit-nulls-") as tmp:
-        if loaded is not None:
-            _progress_line(progress, f"  measuring {loaded.model_id} (+ {null_models} random-init null model(s))")
-            model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
-                                       axes=axes, calibration=cal, progress=progress)
-            clock.lap("model")
-            model_side["null_models"] = null_model_values(
-                lambda i: random_init_model(loaded, 1000 + i, tmp),
-                lambda lm, i: measure_model(lm, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
-                                            axes=axes, calibration=cal, progress=False, side="null"),
-                null_models, progress, loaded.model_id)
-            clock.lap("model null models")
-        control_sides = None
-        if controls:
-            _progress_line(progress, "  ground-truth controls (tiny checkpoints with known truth, not GPT-2)")
-            control_sides = measure_controls(word_data, Path(tmp), cal=cal, n_prompts=n_prompts, k_shots=k_shots,
-                                             seed=seed, axes=axes, progress=progress)
-            clock.lap("ground-truth controls")
-    from toy.runio import library_versions
+    writer = atomic_output(out, overwrite=True, kind="comparison (comparison.json)", is_own=_own_comparison_dir)
+    try:
+        loaded, model_missing, fix = None, None, None
+        if isinstance(model, str):
+            from .models import fix_command, load_model
 
-    meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick),
-            "model_requested": model if isinstance(model, str) else getattr(loaded, "model_id", None),
-            "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "toy_n": toy_n,
-            "calibration": {**asdict(cal), "null_models": int(null_models), "alpha": float(alpha)},
-            "uncalibrated": not permutations and not null_models, "timing_s": clock.laps}
-    if quick:
-        meta["banner"] = "smoke test, not for citation (--quick: reduced prompts, permutations and toy)"
-    if model_missing:
-        meta["model_missing"] = model_missing
-        meta["fix"] = fix or "pass a model that loads (e.g. --model path:DIR with a save_pretrained folder)"
-    comp = build_comparison(toy_side, model_side, meta, controls=control_sides, alpha=alpha)
-    from .report import write_report
+            try:
+                loaded = load_model(model, compatibility_mode=compatibility_mode)
+            except ModelLoadError as e:
+                if model_required:
+                    raise
+                model_missing = str(e)
+                fix = fix_command(model) if not model.startswith(("path:", "toy:", "/", ".")) else None
+        elif model is not None:
+            loaded = model
+        if quick and not axes and word_data is not None:
+            axes = model_axes(word_data, k_shots)[0][:QUICK_N_AXES]
+        # --- the toy half
+        if toy_run is None:
+            run_dir = out / "toy"
+            if _same_config(run_dir, cfg):
+                toy_run = load_run(run_dir)
+                _progress_line(progress, f"reusing the toy run in {run_dir} (same config)")
+            else:
+                toy_run = get_setting("concept").train(cfg, out_dir=run_dir, progress=progress, overwrite=True)
+        _progress_line(progress, f"  measuring the toy (+ {null_models} untrained null toy(s))")
+        clock = _Stopwatch()
+        toy_side = measure_toy(toy_run, n=toy_n, seed=seed, calibration=cal, progress=progress)
+        clock.lap("toy")
+        toy_side["null_models"] = null_model_values(
+            lambda i: random_init_toy(toy_run, i),
+            lambda run, i: measure_toy(run, n=toy_n, seed=seed, calibration=cal, progress=False, side="null"),
+            null_models, progress, "toy")
+        clock.lap("toy null models")
+        # --- the model half
+        model_side = None
+        with tempfile.TemporaryDirectory(prefix="probekit-nulls-") as tmp:
+            if loaded is not None:
+                _progress_line(progress, f"  measuring {loaded.model_id} (+ {null_models} random-init null model(s))")
+                model_side = measure_model(loaded, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
+                                           axes=axes, calibration=cal, progress=progress)
+                clock.lap("model")
+                model_side["null_models"] = null_model_values(
+                    lambda i: random_init_model(loaded, 1000 + i, tmp),
+                    lambda lm, i: measure_model(lm, word_data, n_prompts=n_prompts, k_shots=k_shots, seed=seed,
+                                                axes=axes, calibration=cal, progress=False, side="null"),
+                    null_models, progress, loaded.model_id)
+                clock.lap("model null models")
+            control_sides = None
+            if controls:
+                _progress_line(progress, "  ground-truth controls (tiny checkpoints with known truth, not GPT-2)")
+                control_sides = measure_controls(word_data, Path(tmp), cal=cal, n_prompts=n_prompts, k_shots=k_shots,
+                                                 seed=seed, axes=axes, progress=progress)
+                clock.lap("ground-truth controls")
+        from toy.runio import library_versions
 
-    write_report(comp, out)
+        meta = {"seed": seed, "versions": library_versions(), "quick": bool(quick),
+                "model_requested": model if isinstance(model, str) else getattr(loaded, "model_id", None),
+                "n_prompts_per_axis": n_prompts, "k_shots": k_shots, "toy_n": toy_n,
+                "calibration": {**asdict(cal), "null_models": int(null_models), "alpha": float(alpha)},
+                "uncalibrated": not permutations and not null_models, "timing_s": clock.laps}
+        if quick:
+            meta["banner"] = "smoke test, not for citation (--quick: reduced prompts, permutations and toy)"
+        if model_missing:
+            meta["model_missing"] = model_missing
+            meta["fix"] = fix or "pass a model that loads (e.g. --model path:DIR with a save_pretrained folder)"
+        comp = build_comparison(toy_side, model_side, meta, controls=control_sides, alpha=alpha)
+        from .report import write_report
+
+        with writer as tmp:
+            if toy_run.path is not None and Path(toy_run.path).resolve() == (out / "toy").resolve():
+                shutil.copytree(out / "toy", tmp / "toy")
+            write_report(comp, tmp)
+    finally:
+        writer.close()
     return comp

@@ -29,8 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,25 +55,12 @@ def _config(**kw: Any):
                       n_ctx=N_CTX, tie_word_embeddings=True, **kw)
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> Path:
-    from toy.runio import swap_in_dir
+def _writer(out: str | os.PathLike, overwrite: bool):
+    """The one atomic-output helper (toy.runio.atomic_output): lock and checks now, one rename at the end."""
+    from toy.runio import atomic_output, has_file
 
-    swap_in_dir(tmp, out)
-    return out
-
-
-def _prepare_out(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
-    from .errors import DataError
-
-    out = Path(out).resolve()
-    if out.exists():
-        if not out.is_dir():
-            raise DataError(f"{out} exists and is not a directory; choose another --out")
-        if any(out.iterdir()) and not ((out / "truth.json").is_file() and overwrite):
-            raise DataError(f"{out} is not empty; choose a new --out (or --overwrite to replace a control)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    return out, tmp
+    return atomic_output(out, overwrite=overwrite, kind="ground-truth control (truth.json)",
+                         is_own=has_file("truth.json"))
 
 
 def write_random_init(lm_or_config: Any, out: str | os.PathLike, *, seed: int = 0, tokenizer: Any = None) -> Path:
@@ -89,8 +74,7 @@ def write_random_init(lm_or_config: Any, out: str | os.PathLike, *, seed: int = 
         tokenizer = tokenizer or lm_or_config.tokenizer
     else:
         cfg = lm_or_config
-    out, tmp = _prepare_out(out, overwrite=False)
-    try:
+    with _writer(out, overwrite=False) as tmp:
         torch.manual_seed(int(seed))
         model = AutoModelForCausalLM.from_config(cfg)
         model.save_pretrained(str(tmp))
@@ -102,10 +86,7 @@ def write_random_init(lm_or_config: Any, out: str | os.PathLike, *, seed: int = 
         (tmp / "truth.json").write_text(json.dumps({"kind": "random", "seed": int(seed),
                                                     "summary": "random init (library default): nothing planted"},
                                                    indent=1))
-        return _publish(tmp, out, False)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return Path(out).resolve()
 
 
 def _blocks(n_axes: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -211,8 +192,8 @@ def write_control(kind: str, out: str | os.PathLike, *, words: Any = None, axes:
         raise DataError("no binary axis to plant")
     rng = np.random.default_rng([int(seed), 77])
     blocks = _blocks(len(axes), rng)
-    out_p, tmp = _prepare_out(out, overwrite)
-    try:
+    writer = _writer(out, overwrite)
+    with writer as tmp:
         torch.manual_seed(int(seed))
         model = GPT2LMHeadModel(_config())
         E, truth = _planted_embeddings(words, tok, axes, blocks, within_cos=float(within_cos), signal=float(signal),
@@ -295,7 +276,4 @@ def write_control(kind: str, out: str | os.PathLike, *, words: Any = None, axes:
                               + ("; previous-token head L0H0, correct-attention head L1H0, label readout"
                                  if kind == "circuits" else "; no circuits (attention outputs and MLPs zero)")))
         (tmp / "truth.json").write_text(json.dumps(truth, indent=1))
-        return _publish(tmp, out_p, overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return writer.target

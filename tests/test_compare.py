@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import math
 import re
 
@@ -196,3 +197,27 @@ def test_compare_refuses_a_model_that_does_not_load(tmp_path, toy_run):
     rc = main(["compare", "--toy", str(toy_run.path), "--model", f"path:{tmp_path / 'nope'}", "--out",
                str(tmp_path / "o"), "--no-progress"])
     assert rc == 2 and not (tmp_path / "o").exists()
+
+
+def test_comparison_is_published_once_or_not_at_all(tmp_path, toy_run, monkeypatch):
+    """A crash while writing the report leaves no half-written folder; a rerun replaces its own result."""
+    import probekit.report as report
+    from probekit.compare import run_comparison
+
+    out = tmp_path / "cmp"
+
+    def boom(comp, d):
+        (Path(d) / "comparison.json").write_text("{}")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "write_report", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_comparison(toy_run=toy_run, model=None, out_dir=out, quick=True, null_models=0, permutations=150,
+                       controls=False, progress=False)
+    assert not out.exists() and not list(tmp_path.glob(".cmp*"))
+    monkeypatch.undo()
+    for _ in range(2):      # the second run replaces the first (its own kind of output)
+        run_comparison(toy_run=toy_run, model=None, out_dir=out, quick=True, null_models=0, permutations=150,
+                       controls=False, progress=False)
+        assert (out / "comparison.json").is_file() and (out / "report.md").is_file()
+    assert not list(tmp_path.glob(".cmp*"))
