@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("random", "geometry", "circuits")
+from .options import CONTROL_KINDS as KINDS, CONTROLS as _CONTROLS
 D_MODEL = 256
 N_LAYER = 2
 N_HEAD = 2
@@ -162,7 +162,8 @@ def _rot(shift: int) -> np.ndarray:
 
 
 def write_control(kind: str, out: str | os.PathLike, *, words: Any = None, axes: list[str] | None = None,
-                  within_cos: float = 1 / 3, signal: float = 1.0, seed: int = 0, overwrite: bool = False) -> Path:
+                  within_cos: float = _CONTROLS["within_cos"].default, signal: float = _CONTROLS["signal"].default,
+                  seed: int = _CONTROLS["seed"].default, overwrite: bool = False) -> Path:
     """Write ground-truth control ``kind`` (``random``, ``geometry``, ``circuits``) to ``out`` and return it.
 
     ``words``: a WordDataset or CSV path (default: the bundled data/words.csv); ``axes``: the binary

@@ -601,10 +601,29 @@ EXTRACT_OPTIONS = (
     _out(""), NO_PROGRESS,
 )
 
+# Ground-truth control checkpoints (probekit controls / probekit.controls.write_control's keywords).
+CONTROL_KINDS = ("random", "geometry", "circuits")
+CONTROLS_OPTIONS = (
+    Option("kind", "circuits", "random (library default init), geometry (concept geometry planted in the word "
+           "embeddings, no circuits) or circuits (geometry + a correct-attention head + a causal path from the query "
+           "word to the label logits)", choices=CONTROL_KINDS, section="control"),
+    replace(WORDS, section="control", help="word CSV whose single-token words get the planted geometry "
+            "('' = the bundled data/words.csv)"),
+    Option("within_cos", 1 / 3, "planted cosine between an axis's two class vectors; 0 = independent class vectors "
+           "(default 1/3: the toy's a +- b geometry)", kind="float", lo=-1, hi=1, lo_open=True, hi_open=True,
+           section="control"),
+    Option("signal", 1.0, "length of the planted concept vectors relative to the unit word-identity noise",
+           kind="float", lo=0, lo_open=True, section="control"),
+    replace(SEED, section="control", help="random seed (weights, basis, identity noise)"),
+    replace(OVERWRITE, section="control", help="replace an earlier control in the output directory"),
+    _out(""),
+)
+
 PROBE = Study("probe", PROBE_OPTIONS, "probekit probe / [study] kind = \"concept_sweep\" / run_probe_study")
 ICL = Study("icl", ICL_OPTIONS, "probekit icl / icl_curve")
 COMPARE = Study("compare", COMPARE_OPTIONS, "probekit compare / probekit demo / [study] kind = \"compare\" / "
                 "run_comparison")
 ATTENTION = Study("attention_heads", ATTENTION_OPTIONS, "[study] kind = \"attention_heads\"")
+CONTROLS = Study("controls", CONTROLS_OPTIONS, "probekit controls / probekit.controls.write_control")
 EXTRACT = Study("extract", EXTRACT_OPTIONS, "probekit extract / [study] kind = \"extract\" / run_extract")
 STUDIES = {"extract": EXTRACT, "probe": PROBE, "icl": ICL, "compare": COMPARE, "attention_heads": ATTENTION}
