@@ -39,6 +39,7 @@ from .hypotheses import (ALPHA, FAIL, H2_MAX_MEAN_ABS_COS, H4_MAX_INTERACTION_GA
                          judge_side, verdict)
 from .hypotheses import finite as _finite, fmt as _fmt  # noqa: F401
 from .options import COMPARE as _COMPARE
+from .words import load_words  # noqa: F401  (the comparison's word data; re-exported)
 
 # --- sizes and defaults -------------------------------------------------------------------------
 
@@ -622,15 +623,6 @@ def json_roundtrip(obj: Any) -> Any:
     from toy.runio import to_jsonable
 
     return json.loads(json.dumps(to_jsonable(obj)))
-
-
-def load_words(words: Any = "") -> Any:
-    """A WordDataset: the given one, a CSV path, or the bundled data/words.csv ("" / None)."""
-    from .words import WordDataset, default_word_csv, load_word_csv
-
-    if isinstance(words, WordDataset):
-        return words
-    return load_word_csv(words or default_word_csv())
 
 
 def model_axes(words: Any, k_shots: int, axes: list[str] | None = None) -> tuple[list[str], dict[str, str]]:

@@ -185,7 +185,7 @@ def write_control(kind: str, out: str | os.PathLike, *, words: Any = None, axes:
     tok = load_gpt2_tokenizer()
     if kind == "random":
         return write_random_init(_config(), out, seed=seed, tokenizer=tok)
-    from .compare import load_words
+    from .words import load_words
 
     words = load_words(words or "")
     axes = [a for a in (axes or words.axes) if len(words.classes(a)) == 2]

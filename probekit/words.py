@@ -209,6 +209,13 @@ def _parse_bool(text: str, where: str) -> bool:
     raise DataError(f"{where}: {MULTI_TOKEN_COLUMN} must be true or false, got {text!r}")
 
 
+def load_words(words: Any = "") -> "WordDataset":
+    """A WordDataset: the given one, a CSV path, or the bundled data/words.csv ("" / None)."""
+    if isinstance(words, WordDataset):
+        return words
+    return load_word_csv(words or default_word_csv())
+
+
 def load_word_csv(path: str | os.PathLike, allow_multiclass: bool | Iterable[str] = False) -> WordDataset:
     """Read and validate a word CSV. Every problem raises :class:`DataError` naming the line and the fix.
 
