@@ -360,21 +360,6 @@ TOY_PROBE_HOOKS = ("blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.
 TOY_STEER_HOOK = "blocks.0.hook_resid_pre"
 
 
-def _subset_batch(b: Any, idx: np.ndarray) -> Any:
-    """Rows ``idx`` of a toy ProbeBatch (every per-prompt field)."""
-    import torch
-
-    if hasattr(b, "subset"):
-        return b.subset(idx)
-    m = int(b.inputs.shape[0])
-    idx = np.asarray(idx)
-    meta = {k: (np.asarray(v)[idx] if isinstance(v, np.ndarray) and v.shape[:1] == (m,) else v) for k, v in b.meta.items()}
-    return replace(b, inputs=b.inputs[torch.as_tensor(idx)], target=np.asarray(b.target)[idx],
-                   axis_labels={a: np.asarray(v)[idx] for a, v in b.axis_labels.items()},
-                   groups=np.asarray(b.groups)[idx],
-                   demo_match=None if b.demo_match is None else np.asarray(b.demo_match)[idx], meta=meta)
-
-
 def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, calibration: Calibration | None = None,
                 progress: bool = True, side: str = "toy", label: str | None = None) -> dict[str, Any]:
     """All six hypotheses on a toy run (fresh prompts from its own generator; each query its own word type)."""
@@ -439,12 +424,12 @@ def measure_toy(run: Any, *, n: int = TOY_N, seed: int = 0, calibration: Calibra
         axes = [a for a in labels if (paxis == a).sum() >= 4 and a in labels]
         keep = np.isin(paxis, axes)
         rows = np.flatnonzero(keep)
-        sb = _subset_batch(batch, rows)
+        sb = batch.subset(rows)
         g = steering_gradients(lm, sb, [TOY_STEER_HOOK])
         norms = {TOY_STEER_HOOK: float(np.median(np.linalg.norm(g["acts"][TOY_STEER_HOOK], axis=1)))}
         m6 = C.h6_steering(g["grads"], norms, {TOY_STEER_HOOK: R[TOY_STEER_HOOK]}, labels, half_a, paxis[rows],
                            half_a[rows], rows, axes, n_null=cal.n_null_directions, n_boot=cal.n_boot, seed=seed)
-        _dose_response_into(m6, lambda hook, V, r: steer_outputs(lm, _subset_batch(sb, r), hook, V),
+        _dose_response_into(m6, lambda hook, V, r: steer_outputs(lm, sb.subset(r), hook, V),
                             paxis[rows], half_a[rows], axes)
         out["measurements"]["H6"] = m6
     return out

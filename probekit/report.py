@@ -210,7 +210,12 @@ def sides_present(comp: dict[str, Any]) -> list[str]:
 
 
 def _side_title(comp: dict[str, Any], name: str) -> str:
-    return _side_label(comp, name) if name in SIDE_NAMES else SIDE_TITLES.get(name, name)
+    if name not in SIDE_NAMES:
+        return SIDE_TITLES.get(name, name)
+    label = _side_label(comp, name)
+    if label.startswith("path:") and len(label) > 32:      # a local folder: its name is enough on an axis
+        label = "path:.../" + Path(label[5:]).name
+    return label
 
 
 def fig_verdicts(comp: dict[str, Any], out: Path) -> str:
