@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .models import quiet_loading
 from .options import CONTROL_KINDS as KINDS, CONTROLS as _CONTROLS
 D_MODEL = 256
 N_LAYER = 2
@@ -77,7 +78,8 @@ def write_random_init(lm_or_config: Any, out: str | os.PathLike, *, seed: int = 
     with _writer(out, overwrite=False) as tmp:
         torch.manual_seed(int(seed))
         model = AutoModelForCausalLM.from_config(cfg)
-        model.save_pretrained(str(tmp))
+        with quiet_loading():                      # no "Writing model shards" bars in logs
+            model.save_pretrained(str(tmp))
         if tokenizer is None:
             from .tokenizer import load_gpt2_tokenizer
 
@@ -265,7 +267,8 @@ def write_control(kind: str, out: str | os.PathLike, *, words: Any = None, axes:
             model.transformer.ln_f.weight.fill_(1.0)
             model.transformer.ln_f.bias.zero_()
         del sd
-        model.save_pretrained(str(tmp))
+        with quiet_loading():                      # no "Writing model shards" bars in logs
+            model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         expect = ({"H1": "PASS", "H2": "PASS", "H3": "PASS" if within_cos > 0 else "not PASS", "H4": "PASS",
                    "H5": "not PASS", "H6": "not PASS"} if kind == "geometry" else
