@@ -8,7 +8,8 @@ Every model goes through the comparison's model pipeline (`probekit.compare.meas
 by `probekit.hypotheses.judge_side` exactly as `probekit compare` judges GPT-2 (permutation nulls with
 every selection rerun, Holm over the six, 95 % intervals); null models are not used here (they are what
 is being calibrated). The i.i.d. null replaces every word's representation by i.i.d. Gaussian vectors
-(H1-H4 only: H5 and H6 need a model). Writes OUT/calibration.json and OUT/calibration.png.
+(H1-H4 only: H5 and H6 need a model). Writes OUT/calibration.json (every model) and OUT/calibration_fpr.png
+(+ .json, the rate table).
 
 Target: false-positive rate <= alpha for every hypothesis. With n models the rate carries a Wilson 95 %
 interval, printed beside it.
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     ax.set_ylabel("rate (Wilson 95% interval)")
     ax.set_title("False-positive rate of each verdict on null models and i.i.d. data")
     ax.legend(fontsize=8)
-    save_figure(fig, out / "calibration.png", data=table)
+    save_figure(fig, out / "calibration_fpr.png", data=table)     # its JSON beside it: calibration_fpr.json
     return 0
 
 
