@@ -99,8 +99,11 @@ def test_run_compare_study(tmp_path, tiny_gpt2_dir, toy_run):
     out = tmp_path / "cmp"
     rc = main(["run", str(REPO / "probes" / "compare_toy_gpt2.toml"), "--out", str(out), "--no-progress",
                "--set", f"model.spec=path:{tiny_gpt2_dir}", "--set", f"toy.run={toy_run.path}",
-               "--set", "measure.quick=true", "--set", 'measure.axes=["gender", "number"]'])
+               "--set", "measure.quick=true", "--set", 'measure.axes=["gender", "number"]',
+               "--set", "measure.controls=false", "--set", "measure.null_models=0"])
     assert rc == 0
     comp = json.loads((out / "comparison.json").read_text())
     assert comp["complete"] and comp["model"]["data"]["axes"] == ["gender", "number"]
+    # the calibration keys reach run_comparison through the TOML study too
+    assert comp["controls"] is None and comp["meta"]["calibration"]["null_models"] == 0
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
