@@ -27,16 +27,9 @@ from .errors import DataError
 
 def word_rows(data: str | None, concepts: Any = "all", templates: Sequence[str] | None = None):
     """(prompts, rows, source) for a word CSV, in the order `probekit probe` uses."""
-    from .probe_study import DEFAULT_TEMPLATE, resolve_concepts, word_inputs
-    from .words import default_word_csv, load_word_csv
+    from .probe_study import load_word_task
 
-    ds = load_word_csv(data if data else default_word_csv())
-    concept_list = resolve_concepts(concepts, ds.axes, ds.source or str(data))
-    templates = list(templates or [DEFAULT_TEMPLATE])
-    for t in templates:
-        if t.count("{word}") != 1:
-            raise DataError(f"--template {t!r} must contain '{{word}}' exactly once, e.g. {DEFAULT_TEMPLATE!r}")
-    prompts, labels, classes, groups = word_inputs(ds, concept_list, templates)
+    ds, concept_list, templates, (prompts, labels, classes, groups) = load_word_task(data, concepts, templates)
     per_t = len(prompts) // len(templates)
     cols: dict[str, list] = {"word": [ds.words[int(g)] for g in groups], "group": [int(g) for g in groups],
                              "template": [i // per_t for i in range(len(prompts))]}

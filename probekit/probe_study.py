@@ -181,6 +181,20 @@ def _plot_concept(rows: list[dict], concept: str, path: Path, model_id: str) -> 
     save_figure(fig, path, data=data)
 
 
+def load_word_task(data: Any, concepts: Any, templates: Any):
+    """The word data of a probe or extraction run: (dataset, concept list, templates, word inputs), every
+    check done before a model is loaded (the one place `probekit probe` and `probekit extract` read it)."""
+    from .words import load_words
+
+    ds = load_words(data or "")
+    concept_list = resolve_concepts(concepts, ds.axes, ds.source or str(data))
+    templates = list(templates or [DEFAULT_TEMPLATE])
+    for t in templates:
+        if t.count("{word}") != 1:
+            raise DataError(f"--template {t!r} must contain '{{word}}' exactly once, e.g. {DEFAULT_TEMPLATE!r}")
+    return ds, concept_list, templates, _word_inputs(ds, concept_list, templates)
+
+
 def _word_inputs(ds, concepts, templates):
     """Prompts for every word labelled on at least one concept, for every template."""
     from .words import word_prompts
@@ -239,15 +253,7 @@ def run_probe_study(model: str, out, *, words: str = _D["words"], axes=_D["axes"
 
     ds, word_inputs = None, None
     if not is_toy:
-        from .words import default_word_csv, load_word_csv
-
-        ds = load_word_csv(data if data else default_word_csv())
-        concept_list = resolve_concepts(concepts, ds.axes, ds.source or str(data))
-        templates = list(templates or [DEFAULT_TEMPLATE])
-        for t in templates:
-            if t.count("{word}") != 1:
-                raise DataError(f"--template {t!r} must contain '{{word}}' exactly once, e.g. {DEFAULT_TEMPLATE!r}")
-        word_inputs = _word_inputs(ds, concept_list, templates)
+        ds, concept_list, templates, word_inputs = load_word_task(data, concepts, templates)
         _, w_labels, w_classes, w_groups = word_inputs
         for c in concept_list:                   # too few examples etc.: fail before the model is loaded
             prepare_labels(w_labels[c], w_groups, n_folds, what=f"concept {c!r}", class_names=w_classes[c])
@@ -392,5 +398,4 @@ def _study(model, lm, tmp: Path, *, ds, word_inputs, data, concepts, concept_lis
 
 # Public names for `probekit extract` / `probekit probe --store` (probekit.extract_study,
 # probekit.store_probe): the same prompts, output checks and figures as the in-memory study.
-word_inputs = _word_inputs
 plot_concept = _plot_concept
