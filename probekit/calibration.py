@@ -559,19 +559,25 @@ def h3_within_axis(X: np.ndarray, labels: Mapping[str, np.ndarray], *, n_perm: i
                        selection=f"{len(axes)} axes with identifiable class vectors")
 
 
-def _interaction_columns(labels: Mapping[str, np.ndarray], axes: Sequence[str], rows: np.ndarray, min_count: int = 3
-                         ) -> np.ndarray:
-    cols = []
+def _interaction_columns(labels: Mapping[str, np.ndarray], axes: Sequence[str], tr: np.ndarray, te: np.ndarray,
+                         min_count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Pairwise class-interaction indicators (axis a class ca AND axis b class cb) on the training rows
+    ``tr`` and, for the same columns, on the held-out rows ``te``; only pairs with >= ``min_count``
+    training words."""
+    cols_tr, cols_te = [], []
     for i, a in enumerate(axes):
-        ya = np.asarray(labels[a])[rows]
+        ya = np.asarray(labels[a])
         for b in axes[i + 1:]:
-            yb = np.asarray(labels[b])[rows]
+            yb = np.asarray(labels[b])
             for ca in (0, 1):
                 for cb in (0, 1):
                     c = ((ya == ca) & (yb == cb)).astype(float)
-                    if c.sum() >= min_count:
-                        cols.append(c)
-    return np.stack(cols, 1) if cols else np.zeros((len(rows), 0))
+                    if c[tr].sum() >= min_count:
+                        cols_tr.append(c[tr])
+                        cols_te.append(c[te])
+    if not cols_tr:
+        return np.zeros((len(tr), 0)), np.zeros((len(te), 0))
+    return np.stack(cols_tr, 1), np.stack(cols_te, 1)
 
 
 def _additive_r2(X: np.ndarray, labels: Mapping[str, np.ndarray], axes: Sequence[str], folds: Sequence[np.ndarray],
@@ -599,21 +605,10 @@ def _additive_r2(X: np.ndarray, labels: Mapping[str, np.ndarray], axes: Sequence
         if per_word is not None:
             per_word["res"][te], per_word["tot"][te] = r_w, t_w
         if interactions:
-            Itr = _interaction_columns(labels, axes, tr)
+            Itr, Ite = _interaction_columns(labels, axes, tr, te)
             if Itr.shape[1]:
-                # the same interaction columns on the held-out words
-                cols_tr, cols_te = [], []
-                for i, a in enumerate(axes):
-                    for b in axes[i + 1:]:
-                        for ca in (0, 1):
-                            for cb in (0, 1):
-                                ctr = ((np.asarray(labels[a])[tr] == ca) & (np.asarray(labels[b])[tr] == cb)).astype(float)
-                                if ctr.sum() >= 3:
-                                    cols_tr.append(ctr)
-                                    cols_te.append(((np.asarray(labels[a])[te] == ca)
-                                                    & (np.asarray(labels[b])[te] == cb)).astype(float))
-                Zi_tr = np.concatenate([Ztr, np.stack(cols_tr, 1)], 1)
-                Zi_te = np.concatenate([Zte, np.stack(cols_te, 1)], 1)
+                Zi_tr = np.concatenate([Ztr, Itr], 1)
+                Zi_te = np.concatenate([Zte, Ite], 1)
                 bi = _fit(Zi_tr, X[tr], penalize_from=Ztr.shape[1], extra=lam_int)
                 res_i += float((((X[te] - Zi_te @ bi) @ Q) ** 2).sum())
             else:
