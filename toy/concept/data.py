@@ -173,55 +173,63 @@ class Latent:
 
 
 def sample_latent(cfg: ConceptConfig, tasks: TaskSet, n: int, L: int, g: torch.Generator) -> Latent:
+    # Every draw from `g`, in this order, defines the data of a seed: keep the calls and their order.
     K = cfg.K
     task = torch.multinomial(tasks.prior, n, replacement=True, generator=g)
     excl = tasks.exclude[task]                                            # [n, K]
     # other-concept demonstrations
     same = torch.rand(n, L, generator=g) < cfg.frac_same_concept
-    keys = torch.rand(n, L, K, generator=g).masked_fill(excl.unsqueeze(1), 2.0)
-    other = keys.argmin(-1)
-    has_other = (~excl).any(-1, keepdim=True)                             # [n, 1]
-    same = same | ~has_other
-    other = torch.where(same, torch.full_like(other, -1), other)
+    other = torch.rand(n, L, K, generator=g).masked_fill_(excl.unsqueeze(1), 2.0).argmin(-1)
+    same |= ~(~excl).any(-1, keepdim=True)                                # no other concept allowed
+    other.masked_fill_(same, -1)
     # semantics and labels
-    sem = torch.randint(0, 2, (n, L + 1), generator=g).float() * 2 - 1
+    sem = _signs((n, L + 1), g)
+    y = sem * tasks.label_sign
     if cfg.mapping_mode == "random_flip":
-        s = torch.randint(0, 2, (n, 1), generator=g).float() * 2 - 1
-    else:
-        s = torch.ones(n, 1)
-    y = sem * s * tasks.label_sign
-    # irrelevant concepts of each word: s_irr smallest random keys among the allowed concepts
-    ban = excl.unsqueeze(1).expand(n, L + 1, K).clone()
-    own = torch.nn.functional.one_hot(other.clamp(min=0), K).bool()       # other-concept demo: ban its own
-    ban[:, :L] = torch.where(same.unsqueeze(-1), ban[:, :L], own)
-    ukeys = torch.rand(n, L + 1, K, generator=g).masked_fill(ban, 2.0)
+        y *= _signs((n, 1), g)
+    # irrelevant concepts of each word: s_irr smallest random keys among the allowed concepts; an
+    # other-concept demonstration bans its own concept only, every other word the excluded ones
+    ban = torch.empty(n, L + 1, K, dtype=torch.bool)
+    torch.eq(other.unsqueeze(-1), torch.arange(K), out=ban[:, :L])        # own concept (none if same)
+    ban[:, :L] |= same.unsqueeze(-1) & excl.unsqueeze(1)
+    ban[:, L] = excl
+    ukeys = torch.rand(n, L + 1, K, generator=g).masked_fill_(ban, 2.0)
     irr = torch.zeros(n, L + 1, K)
+    plain = cfg.c_irr_mode == "fixed" and cfg.eps_mode == "plus"          # coefficient c_irr, no draw
     if cfg.s_irr > 0:
         vals, idx = torch.topk(ukeys, cfg.s_irr, dim=-1, largest=False)
         chosen = (vals < 2.0).float()
-        irr.scatter_(-1, idx, chosen)
-    if cfg.c_irr_mode == "uniform":
-        coef = cfg.c_irr * (0.5 + torch.rand(n, L + 1, K, generator=g))
-    else:
-        coef = torch.full((n, L + 1, K), cfg.c_irr)
-    if cfg.eps_mode == "random":
-        coef = coef * (torch.randint(0, 2, (n, L + 1, K), generator=g).float() * 2 - 1)
-    irr = irr * coef
-    irr_sem = torch.randint(0, 2, (n, L + 1, K), generator=g).float() * 2 - 1
+        irr.scatter_(-1, idx, chosen.mul_(cfg.c_irr) if plain else chosen)
+    if not plain:
+        if cfg.c_irr_mode == "uniform":
+            coef = cfg.c_irr * (0.5 + torch.rand(n, L + 1, K, generator=g))
+        else:
+            coef = torch.full((n, L + 1, K), cfg.c_irr)
+        if cfg.eps_mode == "random":
+            coef = coef * _signs((n, L + 1, K), g)
+        irr = irr * coef
+    irr_sem = _signs((n, L + 1, K), g)
     return Latent(task, same, other, sem, y, irr, irr_sem)
 
 
-def _word_coefficients(lat: Latent, K: int):
+def _signs(shape, g: torch.Generator) -> torch.Tensor:
+    """+-1 floats from one randint(0, 2) draw per element."""
+    return torch.randint(0, 2, shape, generator=g, dtype=torch.float32).mul_(2).sub_(1)
+
+
+def _own_concept(lat: Latent, K: int) -> torch.Tensor:
+    """[n, L, K] one-hot trained concept of each other-concept demonstration (zero rows for the others)."""
+    return (lat.other.unsqueeze(-1) == torch.arange(K)).float()
+
+
+def _word_coefficients(lat: Latent, K: int, own: torch.Tensor | None = None):
     """Coefficients of each word on the trained a_k / b_k and on its task row (a_row, b_row)."""
     n, L1 = lat.sem.shape
-    L = L1 - 1
-    own_tr = torch.zeros(n, L1, K)                                         # word belongs to trained concept j
-    oh = torch.nn.functional.one_hot(lat.other.clamp(min=0), K).float() * (~lat.same).unsqueeze(-1).float()
-    own_tr[:, :L] = oh
+    own = _own_concept(lat, K) if own is None else own
+    own_tr = torch.cat([own, torch.zeros(n, 1, K)], dim=1)                # word belongs to trained concept j
     za = own_tr + lat.irr
     zb = own_tr * lat.sem.unsqueeze(-1) + lat.irr * lat.irr_sem
-    t_word = torch.ones(n, L1)
-    t_word[:, :L] = lat.same.float()
+    t_word = torch.cat([lat.same.float(), torch.ones(n, 1)], dim=1)
     return za, zb, t_word, t_word * lat.sem
 
 
@@ -247,39 +255,72 @@ class Prompts:
         return Prompts(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
 
+class PromptSampler:
+    """``sample_prompts`` for one (cfg, dictionary, task set, L, sigma): the task rows' vectors and ids
+    are computed once, and ``sampler(n, g)`` draws a batch (``out=``: write the inputs into a given
+    [n, L+1, 2d] tensor). The same draws from `g` in the same order as ``sample_prompts``."""
+
+    CHUNK = 32     # prompts per block of the (draw-free) arithmetic: its temporaries stay in cache
+
+    def __init__(self, cfg: ConceptConfig, dic: Dictionary, tasks: TaskSet, L: int, sigma: float | None = None):
+        self.cfg, self.dic, self.tasks, self.L = cfg, dic, tasks, L
+        self.sigma = cfg.sigma_xi if sigma is None else sigma
+        self.rows = tasks.row_vectors(dic)                                  # (a, b, c, e) per task row
+        self.ids = torch.tensor(tasks.task_ids(cfg.K))
+
+    def __call__(self, n: int, g: torch.Generator, out: torch.Tensor | None = None) -> Prompts:
+        return self.render(sample_latent(self.cfg, self.tasks, n, self.L, g), g, out)
+
+    def render(self, lat: Latent, g: torch.Generator, out: torch.Tensor | None = None) -> Prompts:
+        cfg, dic, sigma = self.cfg, self.dic, self.sigma
+        K, d = cfg.K, cfg.d
+        n, L1 = lat.sem.shape
+        L = L1 - 1
+        ra, rb, rc, re = self.rows
+        own = _own_concept(lat, K)                                          # [n, L, K]
+        za, zb, ta, tb = _word_coefficients(lat, K, own)
+        zc, ze = own, own * lat.y[:, :L].unsqueeze(-1)                      # demonstration labels q^{y}
+        if cfg.label_irrelevant:
+            zc = zc + lat.irr[:, :L]
+            ze = ze + lat.irr[:, :L] * lat.irr_sem[:, :L]
+        s = lat.same.float()
+        sy = s * lat.y[:, :L]
+        noise_x = torch.randn(n, L1, d, generator=g)                        # the only draws of render
+        noise_y = torch.randn(n, L, d, generator=g)
+        inputs = torch.empty(n, L1, 2 * d) if out is None else out
+        # per word: sum_j z_j a_j + ... + t * (row vector) + noise, evaluated in the order of the
+        # expression  za @ A + zb @ Bd + ta * ra + tb * rb + sigma * noise  (bit for bit; the products
+        # with ta, tb in {0, +-1} are exact, so addcmul_ rounds as the separate product and sum did)
+        for i in range(0, n, self.CHUNK):
+            c = slice(i, min(i + self.CHUNK, n))
+            task = lat.task[c]
+            x = za[c] @ dic.A
+            x += zb[c] @ dic.Bd
+            x.addcmul_(ta[c].unsqueeze(-1), ra[task].unsqueeze(1))
+            x.addcmul_(tb[c].unsqueeze(-1), rb[task].unsqueeze(1))
+            torch.add(x, noise_x[c].mul_(sigma), out=inputs[c, :, :d])
+            yl = zc[c] @ dic.C
+            yl += ze[c] @ dic.E
+            yl.addcmul_(s[c].unsqueeze(-1), rc[task].unsqueeze(1))
+            yl.addcmul_(sy[c].unsqueeze(-1), re[task].unsqueeze(1))
+            torch.add(yl, noise_y[c].mul_(sigma), out=inputs[c, :L, d:])
+        inputs[:, L, d:] = 0.0                                              # the query has no label
+        comp = self.tasks.comp[lat.task]
+        qa = za[:, L] + ta[:, L:L + 1] * comp
+        qb = zb[:, L] + tb[:, L:L + 1] * comp
+        match = lat.same & (lat.sem[:, :L] == lat.sem[:, L:L + 1])
+        return Prompts(inputs, lat.y[:, L].clone(), lat.task, self.ids[lat.task], match, lat.same,
+                       lat.sem[:, :L].clone(), lat.sem[:, L].clone(), qa, qb)
+
+
 def render(cfg: ConceptConfig, dic: Dictionary, tasks: TaskSet, lat: Latent, g: torch.Generator,
            sigma: float | None = None) -> Prompts:
-    sigma = cfg.sigma_xi if sigma is None else sigma
-    K, d = cfg.K, cfg.d
-    n, L1 = lat.sem.shape
-    L = L1 - 1
-    ra, rb, rc, re = tasks.row_vectors(dic)
-    za, zb, ta, tb = _word_coefficients(lat, K)
-    x = za @ dic.A + zb @ dic.Bd + ta.unsqueeze(-1) * ra[lat.task].unsqueeze(1) + tb.unsqueeze(-1) * rb[lat.task].unsqueeze(1)
-    x = x + sigma * torch.randn(n, L1, d, generator=g)
-    # labels of the demonstrations: q^{y} of the demonstration's concept
-    yd = lat.y[:, :L]
-    oh = torch.nn.functional.one_hot(lat.other.clamp(min=0), K).float() * (~lat.same).unsqueeze(-1).float()
-    zc, ze = oh, oh * yd.unsqueeze(-1)
-    if cfg.label_irrelevant:
-        zc = zc + lat.irr[:, :L]
-        ze = ze + lat.irr[:, :L] * lat.irr_sem[:, :L]
-    s = lat.same.float()
-    ylab = zc @ dic.C + ze @ dic.E + s.unsqueeze(-1) * rc[lat.task].unsqueeze(1) + (s * yd).unsqueeze(-1) * re[lat.task].unsqueeze(1)
-    ylab = ylab + sigma * torch.randn(n, L, d, generator=g)
-    ylab = torch.cat([ylab, torch.zeros(n, 1, d)], dim=1)
-    inputs = torch.cat([x, ylab], dim=-1).contiguous()
-    qa = za[:, L] + ta[:, L:L + 1] * tasks.comp[lat.task]
-    qb = zb[:, L] + tb[:, L:L + 1] * tasks.comp[lat.task]
-    match = lat.same & (lat.sem[:, :L] == lat.sem[:, L:L + 1])
-    ids = torch.tensor(tasks.task_ids(K))[lat.task]
-    return Prompts(inputs, lat.y[:, L].clone(), lat.task, ids, match, lat.same, lat.sem[:, :L].clone(),
-                   lat.sem[:, L].clone(), qa, qb)
+    return PromptSampler(cfg, dic, tasks, lat.sem.shape[1] - 1, sigma).render(lat, g)
 
 
 def sample_prompts(cfg: ConceptConfig, dic: Dictionary, tasks: TaskSet, n: int, L: int, g: torch.Generator,
                    sigma: float | None = None) -> Prompts:
-    return render(cfg, dic, tasks, sample_latent(cfg, tasks, n, L, g), g, sigma)
+    return PromptSampler(cfg, dic, tasks, L, sigma)(n, g)
 
 
 def test_distribution(cfg: ConceptConfig, mode: str | None = None) -> tuple[TaskSet, int, float]:

@@ -37,15 +37,24 @@ def loss_and_error(f: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
 @torch.no_grad()
 def evaluate(model, prompts: Prompts, K: int) -> dict:
     """Loss, 0-1 error, correct-attention weight (P3), entropy (P11), per-concept attention."""
+    f, row = forward_with_pattern(model, prompts.inputs, prompts.demo_match.shape[1])
+    return evaluate_outputs(f, row, prompts, K)
+
+
+@torch.no_grad()
+def evaluate_outputs(f: torch.Tensor, row: torch.Tensor, prompts: Prompts, K: int, per_concept: bool = True) -> dict:
+    """:func:`evaluate` from the model's outputs on `prompts`: f [n] and the query's attention row [n, P]
+    (``per_concept=False``: without the per-concept lists, as the training log records them)."""
     L = prompts.demo_match.shape[1]
-    f, row = forward_with_pattern(model, prompts.inputs, L)
     out = loss_and_error(f, prompts.target)
     attn = row[:, :L]
     correct = (attn * prompts.demo_match.float()).sum(-1)
-    opposite = (attn * (prompts.demo_same & ~prompts.demo_match).float()).sum(-1)
     ent = -(row * torch.log(row.clamp_min(1e-30))).sum(-1)
     out["correct_attention"] = float(correct.mean())
     out["attention_entropy"] = float(ent.mean())
+    if not per_concept:
+        return out
+    opposite = (attn * (prompts.demo_same & ~prompts.demo_match).float()).sum(-1)
     per_c, per_o, per_err = [], [], []
     wrong = ((torch.sign(f) != prompts.target) | (f == 0)).float()
     for k in range(K):
@@ -84,12 +93,16 @@ def mirror_report(per_correct: list[float], per_opposite: list[float], margin: f
             "undecided_concepts": undecided, "mirror_margin": margin}
 
 
+def word_block(attn, d: int) -> torch.Tensor:
+    """The word-word block B[:d, :d] of the score form B = W_K^T W_Q (or W_KQ), without the rest of B."""
+    return attn.W_KQ[:d, :d] if attn.merge_qk else attn.W_K[:, :d].T @ attn.W_Q[:, :d]
+
+
 @torch.no_grad()
 def weight_products(model, dic: Dictionary, noise: torch.Tensor) -> dict:
     """P4-P10 from the weights of a theory model. `noise` [N, d] token-noise samples (for P7, P9)."""
     d, K = dic.A.shape[1], dic.K
-    B = model.attn.B()
-    Bw = B[:d, :d]
+    Bw = word_block(model.attn, d)
     mu = dic.mu().reshape(2 * K, d)                       # row 2k + s: mu_k^{+} (s=0), mu_k^{-} (s=1)
     G = mu @ Bw @ mu.T                                    # G[i, j] = mu_i^T B mu_j (key i, query j)
     idx = torch.arange(2 * K)

@@ -22,7 +22,7 @@ from toy.runio import (RunError, RunWriter, atomic_write_json, load_run_tensors,
 
 from . import metrics as M
 from .config import ConceptConfig
-from .data import Dictionary, bayes_error, id_tasks, make_dictionary, sample_prompts, test_distribution
+from .data import Dictionary, PromptSampler, Prompts, bayes_error, id_tasks, make_dictionary, test_distribution
 from .model import PATTERN_HOOK, build_model
 
 SETTING_NAME = "concept"
@@ -39,16 +39,6 @@ def model_quantities(model, cfg: ConceptConfig, dic: Dictionary, noise: torch.Te
     return M.weight_products(model, dic, noise)
 
 
-def _forward_train(model, inputs):
-    store = {}
-
-    def grab(t, hook):
-        store["p"] = t.detach()
-
-    f = model.run_with_hooks(inputs, fwd_hooks=[(PATTERN_HOOK, grab)]).reshape(-1)
-    return f, store["p"][:, :, -1, :].mean(1)
-
-
 # --- checkpoints: an interrupted training resumes where it stopped -----------------------------
 # With an output directory, training state (weights, optimizer, random stream, step, history) is saved
 # every CHECKPOINT_EVERY_S seconds to a hidden folder beside it (`.NAME.checkpoint`); training the same
@@ -56,6 +46,7 @@ def _forward_train(model, inputs):
 # The folder is removed once the run is complete. Safetensors + JSON, no pickle.
 CHECKPOINT_EVERY_S = 30.0
 _STATE = "state.json"
+_FORMAT = 2      # 2: the optimizer state is that of the stacked weights [1, ...] (older checkpoints are not resumed)
 
 
 def checkpoint_dir(out_dir) -> Path:
@@ -68,7 +59,7 @@ def _ckpt_state(ckpt: Path, cfg: ConceptConfig) -> dict | None:
         state = json.loads((ckpt / _STATE).read_text())
     except (OSError, ValueError):
         return None
-    ok = (isinstance(state, dict) and state.get("config") == json.loads(json.dumps(cfg.to_dict()))
+    ok = (isinstance(state, dict) and state.get("format") == _FORMAT and state.get("config") == json.loads(json.dumps(cfg.to_dict()))
           and (ckpt / str(state.get("tensors", ""))).is_file())
     return state if ok else None
 
@@ -115,7 +106,7 @@ def _save_checkpoint(ckpt: Path, cfg, step, model, opt, g, history, acc, n_acc, 
         tensors["perm"] = data_state["perm"]
     name = f"state-{step}.safetensors"
     save_tensors(ckpt / name, tensors)
-    state = {"config": cfg.to_dict(), "step": step, "tensors": name, "history": dict(history), "acc": dict(acc),
+    state = {"format": _FORMAT, "config": cfg.to_dict(), "step": step, "tensors": name, "history": dict(history), "acc": dict(acc),
              "n_acc": n_acc, "optimizer": ometa, "data": {k: v for k, v in data_state.items() if k != "perm"}}
     atomic_write_bytes(ckpt / _STATE, json.dumps(state).encode())    # written last: names the tensors
     for old in ckpt.glob("state-*.safetensors"):
@@ -131,10 +122,10 @@ def train(cfg: ConceptConfig, out_dir=None, progress: bool = True, overwrite: bo
     cfg.validate()
     writer = RunWriter(out_dir, overwrite=overwrite) if out_dir is not None else None  # refuses early
     if writer is None:
-        return _train(cfg, progress)
+        return _fit([cfg], progress)[0]
     ckpt = checkpoint_dir(out_dir)
     with writer:
-        run = _train(cfg, progress, ckpt)
+        run = _fit([cfg], progress, ckpt)[0]
         save_run(run, writer.path)
         writer.finish(setting=SETTING_NAME, config=cfg.to_dict(), extra={"arch": cfg.arch})
     run.path = writer.target
@@ -142,166 +133,12 @@ def train(cfg: ConceptConfig, out_dir=None, progress: bool = True, overwrite: bo
     return run
 
 
-def estimate_seconds(cfg: ConceptConfig, n_steps: int = 6) -> float:
-    """A rough estimate of training time here: a few timed steps and one logging pass, extrapolated."""
-    dic = make_dictionary(cfg)
-    model = build_model(cfg)
-    tasks = id_tasks(cfg)
-    test_tasks, L_test, sigma_test = test_distribution(cfg)
-    g = torch.Generator().manual_seed(0)
-    test_log = sample_prompts(cfg, dic, test_tasks, cfg.n_test_log, L_test, g, sigma_test)
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
-    def one_step():
-        batch = sample_prompts(cfg, dic, tasks, cfg.batch_size, cfg.L_train, g)
-        f, _row = _forward_train(model, batch.inputs)
-        loss = F.softplus(-batch.target * f).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    for _ in range(2):                      # warm-up (first calls are slower), not timed
-        one_step()
-    t0 = time.perf_counter()
-    for _ in range(n_steps):
-        one_step()
-    per_step = (time.perf_counter() - t0) / n_steps
-    model.eval()
-    M.evaluate(model, test_log, cfg.K)      # warm-up
-    t0 = time.perf_counter()
-    M.evaluate(model, test_log, cfg.K)
-    per_log = time.perf_counter() - t0
-    T = cfg.total_steps
-    return T * per_step + (T / cfg.log_every + 1) * per_log
-
-
-def _train(cfg: ConceptConfig, progress: bool, ckpt: Path | None = None) -> ToyRun:
-    K = cfg.K
-    dic = make_dictionary(cfg)
-    model = build_model(cfg)
-    train_tasks = id_tasks(cfg)
-    test_tasks, L_test, sigma_test = test_distribution(cfg)
-    test = sample_prompts(cfg, dic, test_tasks, cfg.n_test, L_test, torch_stream(cfg.seed, "test"), sigma_test)
-    test_log = test.subset(slice(0, cfg.n_test_log))
-    noise = _probe_noise(cfg)
-    bayes = bayes_error(cfg, dic)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=cfg.lr)
-    else:
-        opt = torch.optim.SGD(params, lr=cfg.lr)
-    g = torch_stream(cfg.seed, "batches")
-    T = cfg.total_steps
-    # the data order's state, so that a checkpoint can resume it exactly: the epoch permutation and
-    # the position in it (finite data); online batches come from `g` alone
-    data_state: dict = {"epoch": 0, "i": 0, "perm": None}
-    history: dict[str, list] = defaultdict(list)
-    acc = defaultdict(float)
-    step0, n_acc = 0, 0
-    resume = _ckpt_state(ckpt, cfg) if ckpt is not None else None
-    if resume is not None:
-        try:
-            t = load_tensors(ckpt / resume["tensors"])
-        except RunError:      # a damaged checkpoint (e.g. killed mid-write by a full disk): train from step 0
-            resume = None
-    if resume is not None:
-        model.load_state_dict({k[len("model."):]: v for k, v in t.items() if k.startswith("model.")})
-        _load_opt(opt, t, resume["optimizer"])
-        g.set_state(t["rng"])
-        data_state.update(resume["data"], perm=t.get("perm"))
-        history.update({k: list(v) for k, v in resume["history"].items()})
-        acc.update(resume["acc"])
-        step0, n_acc = int(resume["step"]), int(resume["n_acc"])
-        if progress:
-            print(f"resuming the toy training from its checkpoint at step {step0} of {T} ({ckpt})")
-    if cfg.finite_data:
-        train_set = sample_prompts(cfg, dic, train_tasks, cfg.n_train, cfg.L_train, torch_stream(cfg.seed, "train_set"))
-        per_epoch = -(-cfg.n_train // cfg.batch_size)
-
-        def batches():
-            while data_state["epoch"] < cfg.epochs:
-                if data_state["perm"] is None:
-                    data_state["perm"] = torch.randperm(cfg.n_train, generator=g)
-                perm, i = data_state["perm"], data_state["i"]
-                data_state["i"] += 1
-                if data_state["i"] >= per_epoch:
-                    data_state.update(epoch=data_state["epoch"] + 1, i=0, perm=None)
-                yield train_set.subset(perm[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-    else:
-        per_epoch = None
-
-        def batches():
-            while True:
-                yield sample_prompts(cfg, dic, train_tasks, cfg.batch_size, cfg.L_train, g)
-
-    def log(step: int, n_acc: int) -> None:
-        model.eval()
-        ev = M.evaluate(model, test_log, K)
-        history["step"].append(step)
-        if per_epoch:
-            history["epoch"].append(step / per_epoch)
-        for k in ("loss", "error", "correct_attention"):
-            history[f"train_{k}"].append(acc[k] / max(n_acc, 1))
-        history["test_loss"].append(ev["loss"])
-        history["test_error"].append(ev["error"])
-        history["test_correct_attention"].append(ev["correct_attention"])
-        history["attention_entropy"].append(ev["attention_entropy"])
-        history["frac_f_zero"].append(ev["frac_f_zero"])
-        for k, v in model_quantities(model, cfg, dic, noise).items():
-            history[k].append(v)
-        acc.clear()
-        model.train()
-
-    def step_stats(batch, f, row):
-        L = batch.demo_match.shape[1]
-        st = M.loss_and_error(f.detach(), batch.target)
-        acc["loss"] += st["loss"]
-        acc["error"] += st["error"]
-        acc["correct_attention"] += float((row[:, :L] * batch.demo_match.float()).sum(-1).mean())
-
-    bar = tqdm(total=T, desc=f"concept seed {cfg.seed}", disable=not progress, leave=False, initial=step0)
-    it = batches()
-    model.train()
-    if T == 0:
-        batch = next(it)
-        with torch.no_grad():
-            step_stats(batch, *_forward_train(model, batch.inputs))
-        log(0, 1)
-    last_save = time.monotonic()
-    for step in range(step0 + 1, T + 1):
-        batch = next(it)
-        f, row = _forward_train(model, batch.inputs)
-        loss = F.softplus(-batch.target * f).mean()
-        if step == 1:  # the step-0 point: test before any update, train stats of the first batch
-            step_stats(batch, f, row)
-            log(0, 1)
-        step_stats(batch, f, row)
-        n_acc += 1
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % cfg.log_every == 0 or step == T:
-            log(step, n_acc)
-            n_acc = 0
-            bar.set_postfix(loss=f"{history['test_loss'][-1]:.3f}", err=f"{history['test_error'][-1]:.3f}",
-                            attn=f"{history['test_correct_attention'][-1]:.3f}")
-        bar.update(1)
-        if ckpt is not None and step < T and time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
-            _save_checkpoint(ckpt, cfg, step, model, opt, g, history, acc, n_acc, data_state)
-            last_save = time.monotonic()
-    bar.close()
-    model.eval()
-    final = final_metrics(model, cfg, dic, test, noise, bayes, history)
-    metrics = {"final": final, "history": dict(history), "bayes": bayes,
-               "test_distribution": {"mode": cfg.ood_mode, "L": L_test, "sigma_xi": sigma_test}}
-    return ToyRun(SETTING_NAME, cfg, model, metrics, None, extra={"dictionary": dic})
-
-
 def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, overwrite: bool = False) -> list[ToyRun]:
     """Train one run per seed of `seeds` (cfg with ``seed`` replaced) TOGETHER: the seeds' models are
-    stacked into one batched model, so every step is one forward / backward for all seeds, while each
-    seed keeps its own dictionary, data, initialisation and random streams, drawn in the same order as
-    :func:`train` draws them. Each run equals ``train(cfg with that seed)`` (same weights and metrics).
+    stacked into one batched model, so every step is one forward / backward for all seeds, and the
+    training log evaluates all seeds in one forward, while each seed keeps its own dictionary, data,
+    initialisation and random streams, drawn in the same order as :func:`train` draws them. Each run
+    equals ``train(cfg with that seed)`` (same weights and metrics): :func:`train` is this loop with one seed.
     With `out_dir`, seed S is written to ``out_dir/seedS`` (each run directory atomically).
     The conventional architecture is trained seed after seed."""
     import contextlib
@@ -311,15 +148,15 @@ def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, 
     if not isinstance(cfg, ConceptConfig):
         raise ConfigError(f"the concept setting needs a ConceptConfig, got {type(cfg).__name__}")
     seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ConfigError(f"seeds must be distinct non-negative integers; got {seeds}")
-    cfgs = [apply_overrides(cfg, {"seed": s}) for s in seeds]
+    cfgs = [apply_overrides(cfg, {"seed": s}).validate() for s in seeds]
     writers = ([RunWriter(Path(out_dir) / f"seed{s}", overwrite=overwrite) for s in seeds]
                if out_dir is not None else None)                            # every target refused early
     with contextlib.ExitStack() as stack:
         for w in writers or []:
             stack.enter_context(w)
-        runs = _train_batched(cfgs, progress) if cfg.arch == "theory" else [_train(c, progress) for c in cfgs]
+        runs = _fit(cfgs, progress) if cfg.arch == "theory" else [_fit([c], progress)[0] for c in cfgs]
         for i, run in enumerate(runs):
             if writers is not None:
                 save_run(run, writers[i].path)
@@ -330,82 +167,81 @@ def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, 
     return runs
 
 
-class _Trainer:
-    """One seed's training state: dictionary, model, data streams, test sets, history and logging."""
+def estimate_seconds(cfg: ConceptConfig, n_steps: int = 6) -> float:
+    """A rough estimate of training time here: a few timed steps and one logging pass, extrapolated."""
+    sd = _Seed(cfg, test=False)
+    g = torch.Generator().manual_seed(0)
+    test_log = sd.train_sampler(cfg.n_test_log, g)
+    net = _Stacked([sd.model]) if cfg.arch == "theory" else sd.model
+    opt = _optimizer(cfg, _trainable(net), lr=0.0)
+    buf = {}
 
-    def __init__(self, cfg: ConceptConfig):
+    def one_step():
+        inputs, batches = _next_inputs([sd], buf)
+        f, row = _forward_train(net, inputs)
+        losses = F.softplus(-torch.stack([b.target for b in batches]) * f).mean(-1)
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        opt.step()
+
+    for _ in range(2):                      # warm-up (first calls are slower), not timed
+        one_step()
+    t0 = time.perf_counter()
+    for _ in range(n_steps):
+        one_step()
+    per_step = (time.perf_counter() - t0) / n_steps
+    sd.model.eval()
+    M.evaluate(sd.model, test_log, cfg.K)   # warm-up
+    t0 = time.perf_counter()
+    M.evaluate(sd.model, test_log, cfg.K)
+    per_log = time.perf_counter() - t0
+    T = cfg.total_steps
+    return T * per_step + (T / cfg.log_every + 1) * per_log
+
+
+class _Seed:
+    """One seed's training state: dictionary, model, data streams, test sets and history."""
+
+    def __init__(self, cfg: ConceptConfig, test: bool = True, test_out: torch.Tensor | None = None):
         self.cfg = cfg
-        self.K = cfg.K
         self.dic = dic = make_dictionary(cfg)
         self.model = build_model(cfg)
-        train_tasks = id_tasks(cfg)
-        test_tasks, L_test, sigma_test = test_distribution(cfg)
-        self.L_test, self.sigma_test = L_test, sigma_test
-        self.test = sample_prompts(cfg, dic, test_tasks, cfg.n_test, L_test, torch_stream(cfg.seed, "test"), sigma_test)
-        self.test_log = self.test.subset(slice(0, cfg.n_test_log))
-        self.noise = _probe_noise(cfg)
-        self.bayes = bayes_error(cfg, dic)
-        g = torch_stream(cfg.seed, "batches")
-        self.T = cfg.total_steps
+        test_tasks, self.L_test, self.sigma_test = test_distribution(cfg)
+        if test:
+            self.test = PromptSampler(cfg, dic, test_tasks, self.L_test, self.sigma_test)(
+                cfg.n_test, torch_stream(cfg.seed, "test"), out=test_out)
+            self.test_log = self.test.subset(slice(0, cfg.n_test_log))
+            self.noise = _probe_noise(cfg)
+            self.bayes = bayes_error(cfg, dic)
+        self.train_sampler = PromptSampler(cfg, dic, id_tasks(cfg), cfg.L_train)
+        self.g = torch_stream(cfg.seed, "batches")
+        # the data order's state, so that a checkpoint can resume it exactly: the epoch permutation and
+        # the position in it (finite data); online batches come from `g` alone
+        self.data_state: dict = {"epoch": 0, "i": 0, "perm": None}
+        self.per_epoch = -(-cfg.n_train // cfg.batch_size) if cfg.finite_data else None
+        self.train_set = None
         if cfg.finite_data:
-            train_set = sample_prompts(cfg, dic, train_tasks, cfg.n_train, cfg.L_train, torch_stream(cfg.seed, "train_set"))
-            self.per_epoch = -(-cfg.n_train // cfg.batch_size)
-
-            def batches():
-                for _ in range(cfg.epochs):
-                    perm = torch.randperm(cfg.n_train, generator=g)
-                    for i in range(self.per_epoch):
-                        yield train_set.subset(perm[i * cfg.batch_size:(i + 1) * cfg.batch_size])
-        else:
-            self.per_epoch = None
-
-            def batches():
-                while True:
-                    yield sample_prompts(cfg, dic, train_tasks, cfg.batch_size, cfg.L_train, g)
-        self.it = batches()
+            self.train_set = PromptSampler(cfg, dic, id_tasks(cfg), cfg.L_train)(
+                cfg.n_train, torch_stream(cfg.seed, "train_set"))
         self.history: dict[str, list] = defaultdict(list)
-        self.acc = defaultdict(float)
-        self.n_acc = 0
 
-    def params(self) -> list:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def log(self, step: int, n_acc: int) -> None:
-        model, history, acc = self.model, self.history, self.acc
-        model.eval()
-        ev = M.evaluate(model, self.test_log, self.K)
-        history["step"].append(step)
-        if self.per_epoch:
-            history["epoch"].append(step / self.per_epoch)
-        for k in ("loss", "error", "correct_attention"):
-            history[f"train_{k}"].append(acc[k] / max(n_acc, 1))
-        history["test_loss"].append(ev["loss"])
-        history["test_error"].append(ev["error"])
-        history["test_correct_attention"].append(ev["correct_attention"])
-        history["attention_entropy"].append(ev["attention_entropy"])
-        history["frac_f_zero"].append(ev["frac_f_zero"])
-        for k, v in model_quantities(model, self.cfg, self.dic, self.noise).items():
-            history[k].append(v)
-        acc.clear()
-        model.train()
-
-    def step_stats(self, batch, f, row) -> None:
-        L = batch.demo_match.shape[1]
-        st = M.loss_and_error(f.detach(), batch.target)
-        self.acc["loss"] += st["loss"]
-        self.acc["error"] += st["error"]
-        self.acc["correct_attention"] += float((row[:, :L] * batch.demo_match.float()).sum(-1).mean())
-
-    def after_step(self, step: int, bar) -> None:
-        """Book-keeping after optimizer step `step` (logging every log_every steps and at the end)."""
-        self.n_acc += 1
-        if step % self.cfg.log_every == 0 or step == self.T:
-            self.log(step, self.n_acc)
-            self.n_acc = 0
-            if bar is not None:
-                h = self.history
-                bar.set_postfix(loss=f"{h['test_loss'][-1]:.3f}", err=f"{h['test_error'][-1]:.3f}",
-                                attn=f"{h['test_correct_attention'][-1]:.3f}")
+    def next_batch(self, out_of) -> Prompts:
+        """The next training batch; its inputs written into ``out_of(n)`` (an [n, L+1, 2d] tensor)."""
+        cfg, st = self.cfg, self.data_state
+        if self.train_set is None:
+            return self.train_sampler(cfg.batch_size, self.g, out=out_of(cfg.batch_size))
+        if st["perm"] is None:
+            st["perm"] = torch.randperm(cfg.n_train, generator=self.g)
+        perm, i = st["perm"], st["i"]
+        st["i"] += 1
+        if st["i"] >= self.per_epoch:
+            st.update(epoch=st["epoch"] + 1, i=0, perm=None)
+        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        batch = self.train_set.subset(idx)
+        out = out_of(len(idx))
+        out.copy_(batch.inputs)
+        batch.inputs = out
+        return batch
 
     def finish(self) -> ToyRun:
         cfg = self.cfg
@@ -416,14 +252,15 @@ class _Trainer:
         return ToyRun(SETTING_NAME, cfg, self.model, metrics, None, extra={"dictionary": self.dic})
 
 
-def _optimizer(cfg: ConceptConfig, params):
-    return torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=cfg.lr)
+def _optimizer(cfg: ConceptConfig, params, lr: float | None = None):
+    lr = cfg.lr if lr is None else lr
+    return torch.optim.Adam(params, lr=lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=lr)
 
 
 class _Stacked:
     """The theory models of several seeds as one batched model: each trainable weight is one tensor
     [S, ...] and every seed's own module holds views into it (so its evaluation reads the live weights).
-    ``forward`` is ConceptTransformer.forward with a leading seed axis, op for op."""
+    ``forward`` is ConceptTransformer.forward with a leading seed axis, op for op (bit for bit)."""
 
     NAMES = ("attn.W_KQ", "attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in")
 
@@ -441,7 +278,6 @@ class _Stacked:
             for s, m in enumerate(models):
                 getattr(m.get_submodule(f"blocks.0.{mod_name}"), attr).data = P.data[s]
             self.params[name] = P
-        self.W_V = None if self.cfg.train_V else models[0].attn.W_V
         self.a = models[0].mlp.a
 
     def forward(self, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -454,9 +290,13 @@ class _Stacked:
         else:
             q = h_q @ p["attn.W_Q"].transpose(-1, -2)
             u = q @ p["attn.W_K"]
-        scores = torch.einsum("snpd,snd->snp", keys, u) / cfg.tau
+        S, n = H.shape[:2]
+        keys = keys.reshape(S * n, *keys.shape[2:])          # a view: the seeds' prompts as one batch, so
+        u = u.reshape(S * n, -1)                             # that the einsums are the model's (any S)
+        scores = torch.einsum("npd,nd->np", keys, u) / cfg.tau
         pattern = torch.softmax(scores, dim=-1)
-        z = torch.einsum("snp,snpd->snd", pattern, keys)
+        z = torch.einsum("np,npd->nd", pattern, keys).reshape(S, n, -1)
+        pattern = pattern.reshape(S, n, -1)
         if cfg.train_V:
             z = z @ p["attn.W_V"].transpose(-1, -2)
         pre = z @ p["mlp.W_in"].transpose(-1, -2)
@@ -471,38 +311,159 @@ class _Stacked:
                 prm.data = prm.data.clone()
 
 
-def _train_batched(cfgs: list, progress: bool) -> list[ToyRun]:
-    trs = [_Trainer(c) for c in cfgs]
-    stack = _Stacked([tr.model for tr in trs])
-    T = trs[0].T
-    opt = _optimizer(cfgs[0], list(stack.params.values()))
-    bar = tqdm(total=T, desc=f"concept seeds {[c.seed for c in cfgs]}", disable=not progress, leave=False)
-    for tr in trs:
-        tr.model.train()
+def _trainable(net) -> list:
+    return list(net.params.values()) if isinstance(net, _Stacked) else [p for p in net.parameters() if p.requires_grad]
+
+
+def _forward_train(net, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training forward of every seed: inputs [S, n, L+1, 2d] -> (f [S, n], query attention row [S, n, P]).
+    `net`: the seeds' stacked theory models, or one model (S = 1, e.g. the conventional block)."""
+    if isinstance(net, _Stacked):
+        return net.forward(inputs)
+    store = {}
+
+    def grab(t, hook):
+        store["p"] = t.detach()
+
+    f = net.run_with_hooks(inputs[0], fwd_hooks=[(PATTERN_HOOK, grab)]).reshape(-1)
+    return f.unsqueeze(0), store["p"][:, :, -1, :].mean(1).unsqueeze(0)
+
+
+def _next_inputs(seeds: list, buffers: dict) -> tuple[torch.Tensor, list]:
+    """Every seed's next batch, their inputs in one reused [S, n, L+1, 2d] tensor (no allocation a step)."""
+    cfg = seeds[0].cfg
+
+    def out_of(n):
+        if n not in buffers:
+            buffers[n] = torch.empty(len(seeds), n, cfg.L_train + 1, cfg.d_in)
+        return buffers[n]
+
+    batches = [sd.next_batch(lambda n, s=s: out_of(n)[s]) for s, sd in enumerate(seeds)]
+    return out_of(len(batches[0])), batches
+
+
+def _step_stats(f, row, y, batches, losses) -> torch.Tensor:
+    """[S, 3] float64: each seed's train loss, 0-1 error and correct attention of this batch (the values
+    that M.loss_and_error / the correct-attention weight give, without a sync per seed)."""
+    match = torch.stack([b.demo_match for b in batches])
+    err = ((torch.sign(f) != y) | (f == 0)).float().mean(-1)
+    att = (row[..., :match.shape[-1]] * match.float()).sum(-1).mean(-1)
+    return torch.stack([losses, err, att], 1).double()
+
+
+@torch.no_grad()
+def _log_eval(net, seeds: list, test_log_inputs: torch.Tensor | None) -> list[dict]:
+    """Each seed's evaluation on its test_log prompts, all seeds in one forward where stacked."""
+    if not isinstance(net, _Stacked):
+        return [M.evaluate_outputs(*M.forward_with_pattern(sd.model, sd.test_log.inputs, sd.cfg.L_test),
+                                   sd.test_log, sd.cfg.K, per_concept=False) for sd in seeds]
+    chunk = max(1, 4096 // len(seeds))
+    fs, rows = [], []
+    for i in range(0, test_log_inputs.shape[1], chunk):
+        f, row = net.forward(test_log_inputs[:, i:i + chunk])
+        fs.append(f)
+        rows.append(row)
+    f, row = torch.cat(fs, 1), torch.cat(rows, 1)
+    return [M.evaluate_outputs(f[s], row[s], sd.test_log, sd.cfg.K, per_concept=False) for s, sd in enumerate(seeds)]
+
+
+def _fit(cfgs: list, progress: bool, ckpt: Path | None = None) -> list[ToyRun]:
+    """Train the seeds of `cfgs` (same config but the seed) together; `ckpt` (one seed): checkpoint / resume."""
+    cfg0, S = cfgs[0], len(cfgs)
+    stacked = cfg0.arch == "theory"
+    test_inputs = (torch.empty(S, cfg0.n_test, cfg0.L_test + 1, cfg0.d_in) if stacked else None)
+    seeds = [_Seed(c, test_out=None if test_inputs is None else test_inputs[s]) for s, c in enumerate(cfgs)]
+    test_log_inputs = test_inputs[:, :cfg0.n_test_log] if stacked else None
+    net = _Stacked([sd.model for sd in seeds]) if stacked else seeds[0].model
+    opt = _optimizer(cfg0, _trainable(net))
+    T = cfg0.total_steps
+    acc = torch.zeros(S, 3, dtype=torch.float64)      # train loss, error, correct attention since the last log
+    step0, n_acc = 0, 0
+    resume = _ckpt_state(ckpt, cfg0) if ckpt is not None else None
+    if resume is not None:
+        try:
+            t = load_tensors(ckpt / resume["tensors"])
+        except RunError:      # a damaged checkpoint (e.g. killed mid-write by a full disk): train from step 0
+            resume = None
+    sd0 = seeds[0]
+    if resume is not None:
+        sd0.model.load_state_dict({k[len("model."):]: v for k, v in t.items() if k.startswith("model.")})
+        _load_opt(opt, t, resume["optimizer"])
+        sd0.g.set_state(t["rng"])
+        sd0.data_state.update(resume["data"], perm=t.get("perm"))
+        sd0.history.update({k: list(v) for k, v in resume["history"].items()})
+        acc[0] = torch.tensor([resume["acc"].get(k, 0.0) for k in _ACC], dtype=torch.float64)
+        step0, n_acc = int(resume["step"]), int(resume["n_acc"])
+        if progress:
+            print(f"resuming the toy training from its checkpoint at step {step0} of {T} ({ckpt})")
+
+    def log(step: int, n_acc: int) -> None:
+        if not stacked:
+            net.eval()
+        evs = _log_eval(net, seeds, test_log_inputs)
+        train_avg = (acc / max(n_acc, 1)).tolist()
+        for sd, ev, tr in zip(seeds, evs, train_avg):
+            h = sd.history
+            h["step"].append(step)
+            if sd.per_epoch:
+                h["epoch"].append(step / sd.per_epoch)
+            for k, v in zip(_ACC, tr):
+                h[f"train_{k}"].append(v)
+            for k in ("loss", "error", "correct_attention"):
+                h[f"test_{k}"].append(ev[k])
+            h["attention_entropy"].append(ev["attention_entropy"])
+            h["frac_f_zero"].append(ev["frac_f_zero"])
+            for k, v in model_quantities(sd.model, sd.cfg, sd.dic, sd.noise).items():
+                h[k].append(v)
+        acc.zero_()
+        if not stacked:
+            net.train()
+
+    desc = f"concept seed {cfg0.seed}" if S == 1 else f"concept seeds {[c.seed for c in cfgs]}"
+    bar = tqdm(total=T, desc=desc, disable=not progress, leave=False, initial=step0)
+    buffers: dict = {}
+    if not stacked:
+        net.train()
     if T == 0:
-        for tr in trs:
-            batch = next(tr.it)
-            with torch.no_grad():
-                tr.step_stats(batch, *_forward_train(tr.model, batch.inputs))
-            tr.log(0, 1)
-    for step in range(1, T + 1):
-        batches = [next(tr.it) for tr in trs]
-        f, row = stack.forward(torch.stack([b.inputs for b in batches]))
-        losses = [F.softplus(-b.target * f[s]).mean() for s, b in enumerate(batches)]
-        for s, (tr, b) in enumerate(zip(trs, batches)):
-            if step == 1:
-                tr.step_stats(b, f[s], row[s])
-                tr.log(0, 1)
-            tr.step_stats(b, f[s], row[s])
+        inputs, batches = _next_inputs(seeds, buffers)
+        with torch.no_grad():
+            f, row = _forward_train(net, inputs)
+            y = torch.stack([b.target for b in batches])
+            acc += _step_stats(f, row, y, batches, F.softplus(-y * f).mean(-1))
+        log(0, 1)
+    last_save = time.monotonic()
+    for step in range(step0 + 1, T + 1):
+        inputs, batches = _next_inputs(seeds, buffers)
+        f, row = _forward_train(net, inputs)
+        y = torch.stack([b.target for b in batches])
+        losses = F.softplus(-y * f).mean(-1)                                      # [S]
+        stats = _step_stats(f.detach(), row, y, batches, losses.detach())
+        if step == 1:  # the step-0 point: test before any update, train stats of the first batch
+            acc += stats
+            log(0, 1)
+        acc += stats
+        n_acc += 1
         opt.zero_grad(set_to_none=True)
-        torch.stack(losses).sum().backward()
+        losses.sum().backward()
         opt.step()
-        for tr in trs:
-            tr.after_step(step, bar if tr is trs[0] else None)
+        if step % cfg0.log_every == 0 or step == T:
+            log(step, n_acc)
+            n_acc = 0
+            h = sd0.history
+            bar.set_postfix(loss=f"{h['test_loss'][-1]:.3f}", err=f"{h['test_error'][-1]:.3f}",
+                            attn=f"{h['test_correct_attention'][-1]:.3f}")
         bar.update(1)
+        if ckpt is not None and step < T and time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
+            _save_checkpoint(ckpt, cfg0, step, sd0.model, opt, sd0.g, sd0.history,
+                             dict(zip(_ACC, acc[0].tolist())), n_acc, sd0.data_state)
+            last_save = time.monotonic()
     bar.close()
-    stack.release()
-    return [tr.finish() for tr in trs]
+    if stacked:
+        net.release()
+    return [sd.finish() for sd in seeds]
+
+
+_ACC = ("loss", "error", "correct_attention")
 
 
 @torch.no_grad()
