@@ -67,7 +67,7 @@ def test_interrupted_training_leaves_nothing(tmp_path, monkeypatch):
     import toy.concept.metrics as M
 
     calls = {"n": 0}
-    real = M.evaluate
+    real = M.evaluate_outputs           # called at every log of the training
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -75,7 +75,7 @@ def test_interrupted_training_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated Ctrl-C during training")
         return real(*a, **k)
 
-    monkeypatch.setattr(M, "evaluate", flaky)
+    monkeypatch.setattr(M, "evaluate_outputs", flaky)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train_small_concept_run(out_dir=out, steps=50)
@@ -195,3 +195,40 @@ def test_seeds_trained_together_equal_single_seed_runs(tmp_path, capsys, extra):
         assert _max_rel_diff(json.loads(json.dumps(alone.metrics)), together.metrics) <= 1e-6
     assert main(["toy", "train", "--setting", "concept", "--seeds", "0,0", "--out", str(tmp_path / "x")] + args) == 2
     assert main(["toy", "train", "--setting", "concept", "--seeds", "0,2", "--out", str(out)] + args) == 2   # exists
+
+
+@pytest.mark.parametrize("extra", [{}, {"train_V": True, "include_self": True}, {"merge_qk": True}])
+def test_stacked_forward_is_the_models_forward_bit_for_bit(extra):
+    """Training (one seed or several) runs the seeds' stacked weights through `_Stacked.forward`: it must
+    compute exactly what each seed's hooked model computes (f and the query's attention row)."""
+    import importlib
+
+    from toy.concept.data import PromptSampler, id_tasks, make_dictionary, sample_prompts
+    from toy.concept.model import PATTERN_HOOK, build_model
+    from toy.runio import torch_stream
+
+    T = importlib.import_module("toy.concept.train")
+    cfgs = [small_concept_config(seed=s, **extra) for s in (0, 1, 4)]
+    models = [build_model(c) for c in cfgs]
+    xs = [sample_prompts(c, make_dictionary(c), id_tasks(c), 24, c.L_train, torch_stream(c.seed, "x")).inputs
+          for c in cfgs]
+    refs = []
+    for m, x in zip(models, xs):
+        _, cache = m.run_with_cache(x, names_filter=PATTERN_HOOK)
+        refs.append((m(x), cache[PATTERN_HOOK][:, 0, -1]))
+    for group in ([0], [0, 1, 2]):
+        net = T._Stacked([models[i] for i in group])
+        f, row = net.forward(torch.stack([xs[i] for i in group]))
+        for j, i in enumerate(group):
+            assert torch.equal(f[j], refs[i][0]) and torch.equal(row[j], refs[i][1])
+    # the sampler that writes a batch into a given tensor draws exactly what sample_prompts draws
+    c = cfgs[0]
+    dic, out = make_dictionary(c), torch.full((2, 24, c.L_train + 1, c.d_in), float("nan"))
+    sampler = PromptSampler(c, dic, id_tasks(c), c.L_train)
+    g, g2 = torch_stream(0, "y"), torch_stream(0, "y")
+    for k in range(2):                       # twice: the reused noise buffers
+        a = sampler(24, g, out=out[k])
+        b = sample_prompts(c, dic, id_tasks(c), 24, c.L_train, g2)
+        assert a.inputs.data_ptr() == out[k].data_ptr()
+        for name in b.__dataclass_fields__:
+            assert torch.equal(getattr(a, name), getattr(b, name)), name

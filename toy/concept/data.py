@@ -258,7 +258,8 @@ class Prompts:
 class PromptSampler:
     """``sample_prompts`` for one (cfg, dictionary, task set, L, sigma): the task rows' vectors and ids
     are computed once, and ``sampler(n, g)`` draws a batch (``out=``: write the inputs into a given
-    [n, L+1, 2d] tensor). The same draws from `g` in the same order as ``sample_prompts``."""
+    [n, L+1, 2d] tensor). The same draws from `g` in the same order as ``sample_prompts``. It reuses its
+    noise buffers from call to call (no fresh allocation a batch): one thread at a time."""
 
     CHUNK = 32     # prompts per block of the (draw-free) arithmetic: its temporaries stay in cache
 
@@ -267,6 +268,13 @@ class PromptSampler:
         self.sigma = cfg.sigma_xi if sigma is None else sigma
         self.rows = tasks.row_vectors(dic)                                  # (a, b, c, e) per task row
         self.ids = torch.tensor(tasks.task_ids(cfg.K))
+        self._noise: dict = {}
+
+    def _randn(self, shape: tuple, g: torch.Generator) -> torch.Tensor:
+        buf = self._noise.get(shape)
+        if buf is None:
+            buf = self._noise[shape] = torch.empty(shape)
+        return torch.randn(shape, generator=g, out=buf)           # the same draws as torch.randn(shape)
 
     def __call__(self, n: int, g: torch.Generator, out: torch.Tensor | None = None) -> Prompts:
         return self.render(sample_latent(self.cfg, self.tasks, n, self.L, g), g, out)
@@ -285,8 +293,8 @@ class PromptSampler:
             ze = ze + lat.irr[:, :L] * lat.irr_sem[:, :L]
         s = lat.same.float()
         sy = s * lat.y[:, :L]
-        noise_x = torch.randn(n, L1, d, generator=g)                        # the only draws of render
-        noise_y = torch.randn(n, L, d, generator=g)
+        noise_x = self._randn((n, L1, d), g)                                # the only draws of render
+        noise_y = self._randn((n, L, d), g)
         inputs = torch.empty(n, L1, 2 * d) if out is None else out
         # per word: sum_j z_j a_j + ... + t * (row vector) + noise, evaluated in the order of the
         # expression  za @ A + zb @ Bd + ta * ra + tb * rb + sigma * noise  (bit for bit; the products

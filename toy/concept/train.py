@@ -202,14 +202,14 @@ def estimate_seconds(cfg: ConceptConfig, n_steps: int = 6) -> float:
 class _Seed:
     """One seed's training state: dictionary, model, data streams, test sets and history."""
 
-    def __init__(self, cfg: ConceptConfig, test: bool = True, test_out: torch.Tensor | None = None):
+    def __init__(self, cfg: ConceptConfig, test: bool = True):
         self.cfg = cfg
         self.dic = dic = make_dictionary(cfg)
         self.model = build_model(cfg)
         test_tasks, self.L_test, self.sigma_test = test_distribution(cfg)
         if test:
             self.test = PromptSampler(cfg, dic, test_tasks, self.L_test, self.sigma_test)(
-                cfg.n_test, torch_stream(cfg.seed, "test"), out=test_out)
+                cfg.n_test, torch_stream(cfg.seed, "test"))
             self.test_log = self.test.subset(slice(0, cfg.n_test_log))
             self.noise = _probe_noise(cfg)
             self.bayes = bayes_error(cfg, dic)
@@ -280,10 +280,11 @@ class _Stacked:
             self.params[name] = P
         self.a = models[0].mlp.a
 
-    def forward(self, H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """H [S, n, L+1, 2d] -> (f [S, n], query attention row [S, n, P])."""
-        cfg, p = self.cfg, self.params
-        h_q = H[:, :, -1]
+    def forward(self, H: torch.Tensor, seeds: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
+        """H [S, n, L+1, 2d] -> (f [S, n], query attention row [S, n, P]) (`seeds`: those of H, default all)."""
+        cfg = self.cfg
+        p = self.params if seeds == slice(None) else {k: v[seeds] for k, v in self.params.items()}
+        h_q = H[:, :, -1].contiguous()     # (contiguous: the weight gradients' batched products copy less)
         keys = H if cfg.include_self else H[:, :, :-1]
         if cfg.merge_qk:
             u = h_q @ p["attn.W_KQ"].transpose(-1, -2)
@@ -352,28 +353,30 @@ def _step_stats(f, row, y, batches, losses) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _log_eval(net, seeds: list, test_log_inputs: torch.Tensor | None) -> list[dict]:
-    """Each seed's evaluation on its test_log prompts, all seeds in one forward where stacked."""
-    if not isinstance(net, _Stacked):
-        return [M.evaluate_outputs(*M.forward_with_pattern(sd.model, sd.test_log.inputs, sd.cfg.L_test),
-                                   sd.test_log, sd.cfg.K, per_concept=False) for sd in seeds]
-    chunk = max(1, 4096 // len(seeds))
-    fs, rows = [], []
-    for i in range(0, test_log_inputs.shape[1], chunk):
-        f, row = net.forward(test_log_inputs[:, i:i + chunk])
-        fs.append(f)
-        rows.append(row)
-    f, row = torch.cat(fs, 1), torch.cat(rows, 1)
-    return [M.evaluate_outputs(f[s], row[s], sd.test_log, sd.cfg.K, per_concept=False) for s, sd in enumerate(seeds)]
+def _log_eval(net, seeds: list) -> list[dict]:
+    """Each seed's evaluation on its test_log prompts (through the stacked forward for the theory model,
+    one seed at a time: 1024 prompts a seed are already large products, and a seed's test_log is a view)."""
+    out = []
+    for s, sd in enumerate(seeds):
+        x = sd.test_log.inputs
+        if isinstance(net, _Stacked):
+            fs, rows = [], []
+            for i in range(0, x.shape[0], 4096):
+                f, row = net.forward(x[i:i + 4096].unsqueeze(0), seeds=slice(s, s + 1))
+                fs.append(f[0])
+                rows.append(row[0])
+            f, row = torch.cat(fs), torch.cat(rows)
+        else:
+            f, row = M.forward_with_pattern(sd.model, x, sd.cfg.L_test)
+        out.append(M.evaluate_outputs(f, row, sd.test_log, sd.cfg.K, per_concept=False))
+    return out
 
 
 def _fit(cfgs: list, progress: bool, ckpt: Path | None = None) -> list[ToyRun]:
     """Train the seeds of `cfgs` (same config but the seed) together; `ckpt` (one seed): checkpoint / resume."""
     cfg0, S = cfgs[0], len(cfgs)
     stacked = cfg0.arch == "theory"
-    test_inputs = (torch.empty(S, cfg0.n_test, cfg0.L_test + 1, cfg0.d_in) if stacked else None)
-    seeds = [_Seed(c, test_out=None if test_inputs is None else test_inputs[s]) for s, c in enumerate(cfgs)]
-    test_log_inputs = test_inputs[:, :cfg0.n_test_log] if stacked else None
+    seeds = [_Seed(c) for c in cfgs]
     net = _Stacked([sd.model for sd in seeds]) if stacked else seeds[0].model
     opt = _optimizer(cfg0, _trainable(net))
     T = cfg0.total_steps
@@ -400,7 +403,7 @@ def _fit(cfgs: list, progress: bool, ckpt: Path | None = None) -> list[ToyRun]:
     def log(step: int, n_acc: int) -> None:
         if not stacked:
             net.eval()
-        evs = _log_eval(net, seeds, test_log_inputs)
+        evs = _log_eval(net, seeds)
         train_avg = (acc / max(n_acc, 1)).tolist()
         for sd, ev, tr in zip(seeds, evs, train_avg):
             h = sd.history
