@@ -8,11 +8,15 @@ pattern). Median of --repeats timings of --iters calls each; prints the table an
 
     python scripts/bench_toy_concept.py                       # batch 64 (the training batch), defaults
     python scripts/bench_toy_concept.py --batch 1024 --out runs/bench_toy_concept.json
-    python scripts/bench_toy_concept.py --seeds 0,1,2,3,4 --set steps=1000   # + seeds trained together
+    python scripts/bench_toy_concept.py --seeds 0,1,2,3,4 --set steps=1000 --no-hooks   # seeds together
+    python scripts/bench_toy_concept.py --seeds 0,1,2,3,4 --no-hooks --processes /tmp/bench_seeds
+                                                   # + the acceptance run vs `probekit toy train` (3000 steps)
 
-With --seeds: CPU seconds (this process) of one single-seed training of the first seed against
-`train_seeds` of all of them (the stacked model), the ratio, and the largest relative difference
-between each seed's final metrics and its single-seed run (they must agree within 1e-6).
+With --seeds: wall and CPU seconds, in this process, of one single-seed `train` of the first seed against
+`train_seeds` of all of them (the stacked model), the ratios, and for every seed the largest relative
+difference between its metrics (final and history) and its own single-seed run (must be <= 1e-6), and
+whether its weights are identical. With --processes DIR: the same comparison as a user runs it,
+`scripts/toy_concept_seeds.py` against one `probekit toy train`, as fresh processes.
 """
 from __future__ import annotations
 
@@ -54,42 +58,93 @@ def timeit(fn, iters: int, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_seeds(cfg: ConceptConfig, seeds: list[int]) -> dict:
+def _clock():
+    """(wall, CPU of this process, CPU of its finished children) in seconds."""
+    import resource
+
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter(), time.process_time(), ch.ru_utime + ch.ru_stime
+
+
+def _max_rel_diff(a, b) -> float:
+    """Largest relative difference between two metrics trees (NaN == NaN; non-floats must be equal)."""
     import math
 
+    if isinstance(a, dict):
+        return max([_max_rel_diff(a[k], b[k]) for k in a] + [0.0])
+    if isinstance(a, (list, tuple)):
+        return max([_max_rel_diff(x, y) for x, y in zip(a, b)] + [0.0])
+    if isinstance(a, float):
+        if math.isnan(a):
+            return 0.0 if (b is None or math.isnan(b)) else math.inf
+        return abs(a - b) / max(abs(a), abs(b), 1e-12)
+    return 0.0 if a == b else math.inf
+
+
+def bench_seeds(cfg: ConceptConfig, seeds: list[int]) -> dict:
+    """One single-seed `train` (the first seed) against `train_seeds` of all seeds, in this process:
+    wall and CPU seconds and their ratios; then every seed's metrics (final and history) and weights
+    against its own single-seed run."""
     from toy.concept.train import train, train_seeds
 
     train(apply_overrides(cfg, {"steps": 2, "seed": seeds[0]}), progress=False)       # warm-up (imports)
-    t = time.process_time()
+    w, c, _ = _clock()
     singles = {seeds[0]: train(apply_overrides(cfg, {"seed": seeds[0]}), progress=False)}
-    t1 = time.process_time() - t
-    t = time.process_time()
+    w1, c1 = time.perf_counter() - w, time.process_time() - c
+    w, c, _ = _clock()
     runs = train_seeds(cfg, seeds, progress=False)
-    tn = time.process_time() - t
-    worst = 0.0
+    wn, cn = time.perf_counter() - w, time.process_time() - c
+    per_seed = {}
     for s, r in zip(seeds, runs):
         ref = singles.get(s) or train(apply_overrides(cfg, {"seed": s}), progress=False)
-        for k, v in ref.metrics["final"].items():
-            w = r.metrics["final"][k]
-            if isinstance(v, float) and not math.isnan(v):
-                worst = max(worst, abs(v - w) / max(abs(v), abs(w), 1e-12))
-    out = {"seeds": seeds, "steps": cfg.total_steps, "single_seed_cpu_s": t1, "together_cpu_s": tn,
-           "ratio": tn / t1, "max_rel_final_metric_diff": worst}
-    print(f"  {len(seeds)} seeds together: {tn:.1f} CPU s vs one seed {t1:.1f} CPU s = {tn / t1:.2f}x "
-          f"({cfg.total_steps} steps); max relative difference of final metrics vs single-seed runs {worst:.1e}")
+        same_w = all(torch.equal(v, r.model.state_dict()[k]) for k, v in ref.model.state_dict().items())
+        per_seed[s] = {"max_rel_metric_diff": _max_rel_diff(ref.metrics, r.metrics), "weights_equal": same_w}
+    out = {"seeds": seeds, "steps": cfg.total_steps, "torch_threads": torch.get_num_threads(),
+           "single_seed_wall_s": w1, "single_seed_cpu_s": c1, "together_wall_s": wn, "together_cpu_s": cn,
+           "ratio_wall": wn / w1, "ratio_cpu": cn / c1, "per_seed": per_seed,
+           "max_rel_metric_diff": max(v["max_rel_metric_diff"] for v in per_seed.values())}
+    print(f"seeds trained together ({cfg.total_steps} steps, {torch.get_num_threads()} torch threads, one process):")
+    print(f"  train (seed {seeds[0]}):          wall {w1:7.1f} s   CPU {c1:7.1f} s")
+    print(f"  train_seeds ({len(seeds)} seeds):     wall {wn:7.1f} s   CPU {cn:7.1f} s")
+    print(f"  ratio {len(seeds)} seeds / one seed: wall {wn / w1:.2f}x   CPU {cn / c1:.2f}x")
+    for s, v in per_seed.items():
+        print(f"  seed {s}: max relative difference of its metrics (final + history) vs its single-seed run "
+              f"{v['max_rel_metric_diff']:.1e}; weights {'identical' if v['weights_equal'] else 'DIFFER'}")
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=None, help="prompts per forward (default: the config's batch)")
-    ap.add_argument("--iters", type=int, default=200)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--out", default=None, help="write the results as JSON here")
-    ap.add_argument("--seeds", default=None, help="also time these seeds trained together, e.g. 0,1,2,3,4")
-    args = ap.parse_args(argv)
-    cfg = apply_overrides(ConceptConfig(), args.overrides).validate()
+def bench_processes(overrides: list[str], seeds: list[int], workdir: str) -> dict:
+    """The acceptance run as a user runs it: `scripts/toy_concept_seeds.py` (all seeds) against one
+    `probekit toy train` of the first seed, each a fresh process (imports, setup and saving included),
+    one after the other: wall and CPU seconds of the child processes."""
+    import subprocess
+    from pathlib import Path
+
+    sets = [a for o in overrides for a in ("--set", o)]
+    cmds = {
+        "probekit toy train": [sys.executable, "-m", "probekit.cli", "toy", "train", "--setting", "concept",
+                               "--set", f"seed={seeds[0]}", "--out", str(Path(workdir) / "single"),
+                               "--overwrite", "--no-progress"] + sets,
+        "toy_concept_seeds.py": [sys.executable, str(Path(__file__).with_name("toy_concept_seeds.py")),
+                                 "--out", str(Path(workdir) / "seeds"), "--seeds", ",".join(map(str, seeds)),
+                                 "--no-progress"] + sets,
+    }
+    res = {}
+    for name, cmd in cmds.items():
+        w, _, c = _clock()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        w2, _, c2 = _clock()
+        res[name] = {"wall_s": w2 - w, "cpu_s": c2 - c, "command": " ".join(cmd[1:])}
+    a, b = res["probekit toy train"], res["toy_concept_seeds.py"]
+    res["ratio_wall"], res["ratio_cpu"] = b["wall_s"] / a["wall_s"], b["cpu_s"] / a["cpu_s"]
+    print(f"as processes (config: defaults{' + ' + ' '.join(overrides) if overrides else ''}):")
+    print(f"  probekit toy train (seed {seeds[0]}):   wall {a['wall_s']:7.1f} s   CPU {a['cpu_s']:7.1f} s")
+    print(f"  toy_concept_seeds.py ({len(seeds)} seeds): wall {b['wall_s']:7.1f} s   CPU {b['cpu_s']:7.1f} s")
+    print(f"  ratio: wall {res['ratio_wall']:.2f}x   CPU {res['ratio_cpu']:.2f}x  (target: at most 2x)")
+    return res
+
+
+def bench_hooks(cfg: ConceptConfig, args) -> dict:
     n = args.batch or cfg.batch_size
     dic = make_dictionary(cfg)
     x = sample_prompts(cfg, dic, id_tasks(cfg), n, cfg.L_train, torch_stream(0, "bench")).inputs
@@ -131,8 +186,29 @@ def main(argv=None) -> int:
               f"   overhead {100 * res[k + '_overhead']:+.1f}%  (target <= +10%)")
     print(f"  train step under run_with_hooks(pattern hook): {res['train_step_run_with_hooks_ms']:.3f} ms"
           f"   overhead {100 * res['run_with_hooks_overhead']:+.1f}%")
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=None, help="prompts per forward (default: the config's batch)")
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    ap.add_argument("--seeds", default=None, help="also time these seeds trained together, e.g. 0,1,2,3,4")
+    ap.add_argument("--processes", metavar="DIR", default=None,
+                    help="with --seeds: also time scripts/toy_concept_seeds.py against one `probekit toy train` "
+                         "as separate processes writing under DIR (the acceptance figure)")
+    ap.add_argument("--no-hooks", action="store_true", help="skip the hook-point timings")
+    args = ap.parse_args(argv)
+    cfg = apply_overrides(ConceptConfig(), args.overrides).validate()
+    res = {} if args.no_hooks else bench_hooks(cfg, args)
     if args.seeds:
-        res["seeds"] = bench_seeds(cfg, [int(s) for s in args.seeds.split(",")])
+        seeds = [int(s) for s in args.seeds.split(",")]
+        res["seeds"] = bench_seeds(cfg, seeds)
+        if args.processes:
+            res["processes"] = bench_processes(args.overrides, seeds, args.processes)
     if args.out:
         atomic_write_json(args.out, res)
         print(f"wrote {args.out}")
