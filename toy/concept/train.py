@@ -260,36 +260,44 @@ def _optimizer(cfg: ConceptConfig, params, lr: float | None = None):
 class _Stacked:
     """The theory models of several seeds as one batched model: each trainable weight is one tensor
     [S, ...] and every seed's own module holds views into it (so its evaluation reads the live weights).
+    A weight the model applies as ``x @ W.T`` is stored transposed, [S, in, out], so that its gradient
+    comes out of the batched product in the stored layout (no transposing copy of every gradient).
     ``forward`` is ConceptTransformer.forward with a leading seed axis, op for op (bit for bit)."""
 
     NAMES = ("attn.W_KQ", "attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in")
+    TRANSPOSED = ("attn.W_KQ", "attn.W_Q", "attn.W_V", "mlp.W_in")
 
     def __init__(self, models: list) -> None:
         self.models = models
         self.cfg = models[0].cfg
         self.params: dict[str, torch.nn.Parameter] = {}
         for name in self.NAMES:
-            mod_name, attr = name.rsplit(".", 1)
-            first = getattr(models[0].get_submodule(f"blocks.0.{mod_name}"), attr, None)
+            first = self._weight(models[0], name)
             if not isinstance(first, torch.nn.Parameter) or not first.requires_grad:
                 continue
-            P = torch.nn.Parameter(torch.stack([getattr(m.get_submodule(f"blocks.0.{mod_name}"), attr).detach()
+            tr = name in self.TRANSPOSED
+            P = torch.nn.Parameter(torch.stack([(self._weight(m, name).detach().T if tr else self._weight(m, name).detach())
                                                 for m in models]))
             for s, m in enumerate(models):
-                getattr(m.get_submodule(f"blocks.0.{mod_name}"), attr).data = P.data[s]
+                self._weight(m, name).data = P.data[s].T if tr else P.data[s]
             self.params[name] = P
         self.a = models[0].mlp.a
+
+    @staticmethod
+    def _weight(model, name: str):
+        mod_name, attr = name.rsplit(".", 1)
+        return getattr(model.get_submodule(f"blocks.0.{mod_name}"), attr, None)
 
     def forward(self, H: torch.Tensor, seeds: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         """H [S, n, L+1, 2d] -> (f [S, n], query attention row [S, n, P]) (`seeds`: those of H, default all)."""
         cfg = self.cfg
         p = self.params if seeds == slice(None) else {k: v[seeds] for k, v in self.params.items()}
-        h_q = H[:, :, -1].contiguous()     # (contiguous: the weight gradients' batched products copy less)
+        h_q = H[:, :, -1].contiguous()
         keys = H if cfg.include_self else H[:, :, :-1]
         if cfg.merge_qk:
-            u = h_q @ p["attn.W_KQ"].transpose(-1, -2)
+            u = h_q @ p["attn.W_KQ"]                         # the stored W_KQ^T
         else:
-            q = h_q @ p["attn.W_Q"].transpose(-1, -2)
+            q = h_q @ p["attn.W_Q"]
             u = q @ p["attn.W_K"]
         S, n = H.shape[:2]
         keys = keys.reshape(S * n, *keys.shape[2:])          # a view: the seeds' prompts as one batch, so
@@ -299,17 +307,16 @@ class _Stacked:
         z = torch.einsum("np,npd->nd", pattern, keys).reshape(S, n, -1)
         pattern = pattern.reshape(S, n, -1)
         if cfg.train_V:
-            z = z @ p["attn.W_V"].transpose(-1, -2)
-        pre = z @ p["mlp.W_in"].transpose(-1, -2)
+            z = z @ p["attn.W_V"]
+        pre = z @ p["mlp.W_in"]
         return torch.relu(pre) @ self.a, pattern.detach()
 
     def release(self) -> None:
-        """Give every seed's module its own copy of its weights (no shared storage left)."""
+        """Give every seed's module its own contiguous copy of its weights (no shared storage left)."""
         for name in self.params:
-            mod_name, attr = name.rsplit(".", 1)
             for m in self.models:
-                prm = getattr(m.get_submodule(f"blocks.0.{mod_name}"), attr)
-                prm.data = prm.data.clone()
+                prm = self._weight(m, name)
+                prm.data = prm.data.clone(memory_format=torch.contiguous_format)
 
 
 def _trainable(net) -> list:
