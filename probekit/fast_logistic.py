@@ -68,6 +68,8 @@ def fit_logistic_batched(X, Y, W=None, *, n_classes: int, C: float = 1.0, max_it
 
     def run(lo_hi):
         lo, hi = lo_hi
+        if workers > 1:
+            torch.set_num_threads(1)            # OpenMP's thread count is per calling thread: set it in each worker
         c_, b_, it = _solve(X[lo:hi], Y[lo:hi], Wt[lo:hi], *args)
         coef[lo:hi], b[lo:hi] = c_, b_
         return it
