@@ -142,8 +142,18 @@ def _solve(X, Y, Wt, k, C, max_iter, tol, memory, rotate):
 
     gscale = C * Wt.sum(-1).clamp(min=1.0)                                # [G, P]: gradient of the mean objective x this
     slack = 8 * torch.finfo(dtype).eps                                    # rounding of the summed loss near the optimum
-    th = torch.zeros(G, P, N, device=dev, dtype=dtype)
-    z = torch.zeros(G, n, P, k, device=dev, dtype=dtype)
+    # start from the intercept-only fit's neighbourhood: intercepts at the (smoothed) log class frequencies
+    sw = Wt.sum(-1, keepdim=True).clamp(min=1.0)
+    if binary:
+        pi = ((Wt * Y.to(dtype)).sum(-1, keepdim=True) + 0.5) / (sw + 1.0)
+        b0 = torch.log(pi) - torch.log1p(-pi)                             # [G, P, 1]
+    else:
+        pi = ((Wt.unsqueeze(-1) * torch.nn.functional.one_hot(Y, k).to(dtype)).sum(2) + 0.5) / (sw + 0.5 * k)
+        b0 = torch.log(pi) - torch.log(pi).mean(-1, keepdim=True)         # [G, P, k], centred like the optimum
+    th = torch.zeros(G, P, k, D, device=dev, dtype=dtype)
+    th[..., d] = b0
+    th = th.view(G, P, N)
+    z = b0.unsqueeze(1).expand(G, n, P, k).contiguous()
     f = objective(z, th)
     g = gradient(z, th)
     m = max(1, int(memory))
