@@ -19,8 +19,8 @@
 * Accuracy / AUROC (rank-based AUROC, equal to scikit-learn's ``roc_auc_score``; one-vs-rest macro
   AUROC for multi-class) are averaged over the held-out folds, `*_std` is their spread (population std over folds).
 
-Logistic probes for all hooks x folds x {task, control, shuffle} are fitted in one batched torch
-Newton-CG solve (`probekit.fast_logistic`); `fast=False` uses a scikit-learn loop instead. Both fit
+Logistic probes for all hooks x folds x {task, control, shuffle} are fitted by one batched torch
+L-BFGS solver (`probekit.fast_logistic`, stopped at `FAST_TOL`); `fast=False` uses a scikit-learn loop instead. Both fit
 features standardised per hook with all rows' mean / std (inputs only, never labels).
 """
 from __future__ import annotations

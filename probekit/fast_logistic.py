@@ -26,7 +26,10 @@ Cost is counted in passes over X (one skinny matmul each). The logits are linear
 so an iteration costs two passes: X d for the search direction d, after which the line search and
 the next iterate's logits z + t X d need no further pass, and X^T r for the next gradient. On CPU
 the groups are solved a few at a time (about `chunk_bytes` of X at once) so that X stays in cache
-across the passes; on a GPU all at once.
+across the passes, the chunks shared among torch.get_num_threads() worker threads that each run torch
+single-threaded (the thread count is restored on return; the solver's operations are too small for
+one parallel region each to pay); on a GPU all groups at once. A problem whose line search finds no
+decrease (the precision limit of `dtype`, with a very small tol) stops there.
 rotate=True solves in the principal coordinates of each X (thin SVD, exact for L2); it pays off
 only when the SVD is cheap relative to the solve (e.g. on a GPU).
 """
@@ -163,8 +166,9 @@ def _solve(X, Y, Wt, k, C, max_iter, tol, memory, rotate):
     M2 = torch.zeros(G, P, 2 * m, 2 * m, device=dev, dtype=dtype)
     gamma = 1.0 / gscale                                                  # initial inverse-Hessian scale
     n_iter = 0
+    stalled = torch.zeros(G, P, device=dev, dtype=torch.bool)            # no decrease found: at the precision limit
     for _ in range(max_iter + 1):
-        active = g.abs().amax(-1) > tol * gscale
+        active = (g.abs().amax(-1) > tol * gscale) & ~stalled
         if not bool(active.any()) or n_iter == max_iter:
             break
         dvec = -gamma.unsqueeze(-1) * g
@@ -182,6 +186,7 @@ def _solve(X, Y, Wt, k, C, max_iter, tol, memory, rotate):
                 break
             step = torch.where(ok, step, step * 0.5)
         step = torch.where(ok, step, torch.zeros_like(step))
+        stalled = stalled | (active & (step == 0))
         f = torch.where(step > 0, f_new, f)
         s = step.unsqueeze(-1) * dvec
         th = th + s
