@@ -225,3 +225,31 @@ def test_batched_random_direction_baseline_matches_sklearn(k):
     for h, X in acts.items():
         ref = random_direction_accuracy(X, y, folds, seed=5)
         assert abs(fast[h] - ref) <= 0.005, (h, fast[h], ref)
+
+
+def test_grouped_folds_are_exactly_sklearns_stratified_group_kfold():
+    """The fast greedy assignment makes scikit-learn's choices, tie-breaks included (labels constant within
+    word types, labels varying within them, three classes, a rare class, several fold counts and seeds)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(7)
+    for trial in range(24):
+        n_groups, reps = int(rng.integers(12, 150)), int(rng.integers(1, 4))
+        groups = np.repeat(rng.permutation(3 * n_groups)[:n_groups], reps)
+        kind = trial % 4
+        if kind == 0:
+            y = rng.integers(0, 2, size=len(groups))
+        elif kind == 1:
+            y = np.repeat(rng.integers(0, 3, size=n_groups), reps)
+        elif kind == 2:
+            y = np.repeat((rng.random(n_groups) < 0.25).astype(int), reps)
+        else:
+            y = np.repeat(rng.integers(0, 2, size=n_groups), reps)
+        n_folds, seed = int(rng.integers(2, 6)), int(rng.integers(0, 1000))
+        if np.bincount(y).min() < n_folds:
+            continue
+        ref = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
+        got = grouped_folds(y, groups, n_folds, seed)
+        for (tr, te), (rtr, rte) in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(te, rte)
+            np.testing.assert_array_equal(tr, rtr)
