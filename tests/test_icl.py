@@ -226,7 +226,6 @@ def test_copy_same_class_model_scores_one(ds, tok, label_mode):
 def tiny_lm(tiny_gpt2_dir):
     from probekit.models import load_model
 
-    torch.set_num_threads(2)
     return load_model(f"path:{tiny_gpt2_dir}")
 
 

@@ -127,6 +127,19 @@ def test_torch_solver_matches_sklearn():
     np.testing.assert_allclose(a.intercept_, b.intercept_, rtol=1e-3, atol=1e-4)
 
 
+def test_torch_solver_matches_sklearn_multiclass():
+    rng = np.random.default_rng(7)
+    d, k, n = 12, 3, 300
+    y = rng.integers(0, k, n)
+    X = rng.normal(size=(k, d))[y] + 1.5 * rng.normal(size=(n, d)) + 3.0
+    a = LogisticProbe(C=0.5, tol=1e-8).fit(X, y)
+    b = LogisticProbe(C=0.5, tol=1e-8, solver="torch").fit(X, y)
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-4, atol=1e-5)
+    # the softmax intercepts are determined up to a common shift; the probabilities are not
+    np.testing.assert_allclose(a.intercept_ - a.intercept_.mean(), b.intercept_ - b.intercept_.mean(), atol=1e-4)
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-5)
+
+
 def test_bad_input():
     X, y, _ = _binary()
     Xn = X.copy()

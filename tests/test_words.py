@@ -133,3 +133,18 @@ def test_word_prompts_spans(small):
     assert g.segments == (("word", " grandpa"),) and len(spans["word"]) == len(ids) > 1
     with pytest.raises(DataError, match="exactly once"):
         word_prompts(small, "no placeholder")
+
+
+def test_tokenizer_cache_is_built_once_and_reused(tmp_path, monkeypatch):
+    """The cached tokenizer folder is reused as it is (transformers 5 writes tokenizer.json, no vocab.json):
+    a second call neither rebuilds nor replaces it, so parallel processes never pull it from under a reader."""
+    import os
+
+    from probekit.tokenizer import gpt2_tokenizer_dir
+
+    d = gpt2_tokenizer_dir(tmp_path / "tok")
+    assert load_gpt2_tokenizer(tmp_path / "tok").encode(" king") == load_gpt2_tokenizer().encode(" king")
+    before = os.stat(d).st_ino, (d / "tokenizer_config.json").stat().st_mtime_ns
+    monkeypatch.setattr(os, "replace", lambda *a: pytest.fail("the complete cache was rebuilt"))
+    assert gpt2_tokenizer_dir(tmp_path / "tok") == d
+    assert (os.stat(d).st_ino, (d / "tokenizer_config.json").stat().st_mtime_ns) == before
