@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows, per_seed, t_all = [], {}, time.perf_counter()
+    rows, per_seed, t_all, c_all = [], {}, time.perf_counter(), time.process_time()
     runs = train_seeds(base, seeds, out_dir=out, progress=not args.no_progress, overwrite=True)
     secs = (time.perf_counter() - t_all) / len(seeds)
     for seed, run in zip(seeds, runs):
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         failed = [k for k, c in final["checks"].items() if not c["pass"]]
         print(f"seed {seed}: {secs:.1f} s, checks {'all pass' if not failed else 'FAILED: ' + ', '.join(failed)}",
               flush=True)
-    wall = time.perf_counter() - t_all
+    wall, cpu = time.perf_counter() - t_all, time.process_time() - c_all
 
     arr = np.array(rows, dtype=float)
     header = ["seed"] + [c for c, _ in COLUMNS] + ["seconds"]
@@ -92,11 +92,13 @@ def main(argv=None) -> int:
     print("\nacceptance on the mean over seeds:")
     for k, ok in checks_mean.items():
         print(f"  [{'PASS' if ok else 'FAIL'}] {k}")
-    print(f"\nwall time for {len(seeds)} seeds: {wall:.1f} s (torch threads: {__import__('torch').get_num_threads()})")
+    print(f"\nwall time for {len(seeds)} seeds: {wall:.1f} s, CPU {cpu:.1f} s (torch threads: "
+          f"{__import__('torch').get_num_threads()}); `python scripts/bench_toy_concept.py --seeds ... --processes DIR` "
+          f"compares it with one `probekit toy train`")
 
     summary = {"config": base.to_dict(), "seeds": seeds, "columns": header, "rows": arr.tolist(),
                "mean": dict(zip(header[1:], mean[1:].tolist())), "acceptance_on_mean": checks_mean,
-               "per_seed": per_seed, "wall_seconds": wall}
+               "per_seed": per_seed, "wall_seconds": wall, "cpu_seconds": cpu}
     atomic_write_json(out / "summary.json", summary)
 
     import matplotlib
