@@ -132,7 +132,8 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 110, data: Any = None) 
     os.close(fd)
     os.chmod(tmp, file_mode())
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
+        # zlib level 1 instead of 6: files about 10 % larger, saved about 15 % faster (the suite saves hundreds)
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png", pil_kwargs={"compress_level": 1})
         os.replace(tmp, path)
     finally:
         plt.close(fig)
