@@ -23,17 +23,22 @@ def pytest_configure(config):
 
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (pyproject's addopts): one worker per core, at most 8 (each worker imports torch and
-    TransformerLens and trains the session's small toy once, so more workers stop paying off)."""
+    TransformerLens once, so more workers stop paying off)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, 8))
 
 
 @pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory):
-    """Folder with a 2-layer, d_model 64 GPT-2-architecture checkpoint (random weights) + real tokenizer."""
+    """Folder with a 2-layer, d_model 64 GPT-2-architecture checkpoint (random weights) + real tokenizer,
+    made once for the session (all workers); read-only for the tests."""
     from tests.gpt2_fixture import make_tiny_gpt2
+    from tests.toy_fixtures import built_once
 
-    return make_tiny_gpt2(tmp_path_factory.mktemp("tiny_gpt2"))
+    def done(p):
+        return (p / "config.json").is_file() and (p / "tokenizer_config.json").is_file()
+
+    return built_once(tmp_path_factory, "tiny_gpt2", make_tiny_gpt2, done)
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +54,12 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def small_concept_run_dir(tmp_path_factory):
-    """The small concept toy run (tests/toy_fixtures.py) trained ONCE per test session, on disk.
+    """The small concept toy run (tests/toy_fixtures.py) trained ONCE per test session (all workers), on disk.
     Tests read it (load it with `toy.api.load_run`); none may write into it. The determinism test in
     test_toy_concept_train.py retrains it independently and compares."""
-    from tests.toy_fixtures import train_small_concept_run
-    from toy.runio import is_complete_run
+    from tests.toy_fixtures import small_concept_run_dir as shared
 
-    path = tmp_path_factory.getbasetemp() / "small_concept_toy"
-    if not is_complete_run(path):
-        train_small_concept_run(out_dir=path)
-    return path
+    return shared(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

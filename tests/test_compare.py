@@ -112,16 +112,12 @@ def test_half_comparison_says_what_is_missing(tmp_path):
 # --- end to end on the tiny GPT-2 checkpoint and a small trained toy --------------------------------
 
 def quick_toy_run(tmp_path_factory):
-    """The shared small concept toy (tests/toy_fixtures.py), trained once per test session/worker."""
+    """The shared small concept toy (tests/toy_fixtures.py), trained once per test session."""
     from toy import load_run
-    from toy.runio import is_complete_run
 
-    from tests.toy_fixtures import train_small_concept_run
+    from tests.toy_fixtures import small_concept_run_dir
 
-    path = tmp_path_factory.getbasetemp() / "small_concept_toy"
-    if not is_complete_run(path):
-        train_small_concept_run(out_dir=path)
-    return load_run(path)
+    return load_run(small_concept_run_dir(tmp_path_factory))
 
 
 @pytest.fixture(scope="module")

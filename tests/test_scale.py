@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -56,15 +57,23 @@ def _extract_args(model_dir, prompts, out):
 
 @pytest.fixture(scope="module")
 def stores(tiny_gpt2_dir, prompts_file, tmp_path_factory):
-    """The same request written by one process and by 2 gloo ranks under torchrun."""
-    root = tmp_path_factory.mktemp("stores")
-    assert main(_extract_args(tiny_gpt2_dir, prompts_file, root / "single")) == 0
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "probekit"] + _extract_args(tiny_gpt2_dir, prompts_file, root / "dist")
-    r = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return root / "single", root / "dist", r.stderr
+    """The same request written by one process and by 2 gloo ranks under torchrun (once for the session,
+    all xdist workers; the tests only read these stores)."""
+    from tests.toy_fixtures import built_once
+
+    def build(root):
+        root.mkdir(parents=True, exist_ok=True)
+        assert main(_extract_args(tiny_gpt2_dir, prompts_file, root / "single")) == 0
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(_free_port()), "-m", "probekit"] + _extract_args(tiny_gpt2_dir, prompts_file,
+                                                                                      root / "dist")
+        r = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-3000:]
+        (root / "torchrun.log").write_text(r.stderr)          # last: marks the folder complete
+
+    root = built_once(tmp_path_factory, "gloo_stores", build, lambda p: (p / "torchrun.log").is_file())
+    return root / "single", root / "dist", (root / "torchrun.log").read_text()
 
 
 def test_two_gloo_ranks_equal_one_process(stores):
@@ -85,11 +94,13 @@ def test_two_gloo_ranks_equal_one_process(stores):
     assert rows["columns"]["label"][:3] == ["a", "a", "b"] and rows["n"] == 24 and rows["group_column"] == "group"
 
 
-def test_rerun_after_killed_rank_recomputes_only_missing(stores, tiny_gpt2_dir, prompts_file, capsys):
+def test_rerun_after_killed_rank_recomputes_only_missing(stores, tiny_gpt2_dir, prompts_file, capsys, tmp_path):
     from probekit.store import MANIFEST, load_store, read_store_manifest, shard_path
     from toy.runio import atomic_write_json
 
-    single, dist, _ = stores
+    single, shared_dist, _ = stores
+    dist = tmp_path / "dist"                 # a copy: the shared store stays as the ranks wrote it
+    shutil.copytree(shared_dist, dist)
     # the state a killed rank 1 leaves: its shards absent, the manifest not completed
     for i in (1, 3):
         shard_path(dist, i).unlink()

@@ -24,3 +24,29 @@ def train_small_concept_run(out_dir=None, **overrides):
     from toy.concept.train import train
 
     return train(small_concept_config(**overrides), out_dir=out_dir, progress=False)
+
+
+def built_once(tmp_path_factory, name: str, build, is_done):
+    """``build(folder)`` once per test session, shared by all pytest-xdist workers (the xdist recipe: a file
+    lock in the workers' common temporary root); ``is_done(folder)`` says the folder is complete. The
+    tests only read the folder."""
+    import os
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    path = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not is_done(path):
+            build(path)
+    return path
+
+
+def small_concept_run_dir(tmp_path_factory):
+    """The session's small concept toy run directory (trained once for all workers)."""
+    from toy.runio import is_complete_run
+
+    return built_once(tmp_path_factory, "small_concept_toy", lambda p: train_small_concept_run(out_dir=p),
+                      is_complete_run)
