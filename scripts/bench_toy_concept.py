@@ -34,7 +34,7 @@ from toy.concept.config import ConceptConfig
 from toy.concept.data import id_tasks, make_dictionary, sample_prompts
 from toy.concept.model import PATTERN_HOOK, build_model
 from toy.config import apply_overrides
-from toy.runio import atomic_write_json, torch_stream
+from toy.runio import atomic_write_json, max_relative_difference, torch_stream
 
 
 def bypass_hooks(model: nn.Module) -> nn.Module:
@@ -66,21 +66,6 @@ def _clock():
     return time.perf_counter(), time.process_time(), ch.ru_utime + ch.ru_stime
 
 
-def _max_rel_diff(a, b) -> float:
-    """Largest relative difference between two metrics trees (NaN == NaN; non-floats must be equal)."""
-    import math
-
-    if isinstance(a, dict):
-        return max([_max_rel_diff(a[k], b[k]) for k in a] + [0.0])
-    if isinstance(a, (list, tuple)):
-        return max([_max_rel_diff(x, y) for x, y in zip(a, b)] + [0.0])
-    if isinstance(a, float):
-        if math.isnan(a):
-            return 0.0 if (b is None or math.isnan(b)) else math.inf
-        return abs(a - b) / max(abs(a), abs(b), 1e-12)
-    return 0.0 if a == b else math.inf
-
-
 def bench_seeds(cfg: ConceptConfig, seeds: list[int]) -> dict:
     """One single-seed `train` (the first seed) against `train_seeds` of all seeds, in this process:
     wall and CPU seconds and their ratios; then every seed's metrics (final and history) and weights
@@ -98,7 +83,7 @@ def bench_seeds(cfg: ConceptConfig, seeds: list[int]) -> dict:
     for s, r in zip(seeds, runs):
         ref = singles.get(s) or train(apply_overrides(cfg, {"seed": s}), progress=False)
         same_w = all(torch.equal(v, r.model.state_dict()[k]) for k, v in ref.model.state_dict().items())
-        per_seed[s] = {"max_rel_metric_diff": _max_rel_diff(ref.metrics, r.metrics), "weights_equal": same_w}
+        per_seed[s] = {"max_rel_metric_diff": max_relative_difference(ref.metrics, r.metrics), "weights_equal": same_w}
     out = {"seeds": seeds, "steps": cfg.total_steps, "torch_threads": torch.get_num_threads(),
            "single_seed_wall_s": w1, "single_seed_cpu_s": c1, "together_wall_s": wn, "together_cpu_s": cn,
            "ratio_wall": wn / w1, "ratio_cpu": cn / c1, "per_seed": per_seed,

@@ -8,7 +8,7 @@ import torch
 
 import toy
 from tests.toy_fixtures import small_concept_config, train_small_concept_run
-from toy.runio import RunError, is_complete_run
+from toy.runio import RunError, is_complete_run, max_relative_difference
 
 HISTORY_KEYS = ["step", "train_loss", "test_loss", "train_error", "test_error", "train_correct_attention",
                 "test_correct_attention", "P4_concept_specific", "P5_complement", "P6_cross_concept",
@@ -157,22 +157,6 @@ def test_finite_data_adam_and_conventional_train():
     assert 0.0 <= f["correct_attention"] <= 1.0
 
 
-def _max_rel_diff(a, b) -> float:
-    import math
-
-    if isinstance(a, dict):
-        return max([_max_rel_diff(a[k], b[k]) for k in a] + [0.0])
-    if isinstance(a, (list, tuple)):
-        return max([_max_rel_diff(x, y) for x, y in zip(a, b)] + [0.0])
-    if isinstance(a, float):
-        if math.isnan(a):     # the run folder stores NaN as null
-            assert b is None or math.isnan(b)
-            return 0.0
-        return abs(a - b) / max(abs(a), abs(b), 1e-12)
-    assert a == b
-    return 0.0
-
-
 @pytest.mark.parametrize("extra", [{}, {"optimizer": "adam", "lr": 0.01, "train_V": True}])
 def test_seeds_trained_together_equal_single_seed_runs(tmp_path, capsys, extra):
     """`probekit toy train --seeds 0,2` (one stacked model) gives each seed exactly the run that a
@@ -192,7 +176,7 @@ def test_seeds_trained_together_equal_single_seed_runs(tmp_path, capsys, extra):
         for k, v in alone.model.state_dict().items():
             assert torch.equal(v, together.model.state_dict()[k]), k
         assert together.config.seed == s
-        assert _max_rel_diff(json.loads(json.dumps(alone.metrics)), together.metrics) <= 1e-6
+        assert max_relative_difference(json.loads(json.dumps(alone.metrics)), together.metrics) <= 1e-6
     assert main(["toy", "train", "--setting", "concept", "--seeds", "0,0", "--out", str(tmp_path / "x")] + args) == 2
     assert main(["toy", "train", "--setting", "concept", "--seeds", "0,2", "--out", str(out)] + args) == 2   # exists
 
@@ -232,3 +216,12 @@ def test_stacked_forward_is_the_models_forward_bit_for_bit(extra):
         assert a.inputs.data_ptr() == out[k].data_ptr()
         for name in b.__dataclass_fields__:
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def test_max_relative_difference_sees_every_kind_of_mismatch():
+    a = {"x": [1.0, float("nan")], "name": "s", "n": 3}
+    assert max_relative_difference(a, {"x": [1.0, None], "name": "s", "n": 3}) == 0.0     # NaN stored as null
+    assert max_relative_difference(a, {"x": [1.5, None], "name": "s", "n": 3}) == pytest.approx(1 / 3)
+    assert max_relative_difference(a, {"x": [1.0, 2.0], "name": "s", "n": 3}) == float("inf")
+    assert max_relative_difference(a, {"x": [1.0, None], "name": "t", "n": 3}) == float("inf")
+    assert max_relative_difference({"x": 1.0}, {"x": None}) == float("inf")

@@ -721,3 +721,22 @@ def torch_threads(n: int):
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def max_relative_difference(a, b) -> float:
+    """Largest relative difference between two metrics trees (dicts / lists of numbers, e.g. two runs'
+    `metrics`); NaN equals NaN or null (JSON stores NaN as null); any other mismatch (a non-float that
+    differs, a NaN against a number) is infinite."""
+    import math
+
+    if isinstance(a, dict):
+        return max([max_relative_difference(a[k], b[k]) for k in a] + [0.0])
+    if isinstance(a, (list, tuple)):
+        return max([max_relative_difference(x, y) for x, y in zip(a, b)] + [0.0])
+    if isinstance(a, float):
+        if math.isnan(a):
+            return 0.0 if (b is None or math.isnan(b)) else math.inf
+        if b is None:
+            return math.inf
+        return abs(a - b) / max(abs(a), abs(b), 1e-12)
+    return 0.0 if a == b else math.inf
