@@ -125,24 +125,22 @@ def grouped_folds(y, groups, n_folds: int = 5, seed: int = 0) -> list[tuple[np.n
     perm = np.arange(len(g_cnt))
     check_random_state(seed).shuffle(perm)              # the same shuffle of the groups as scikit-learn
     counts = counts[perm]
-    g_cnt_perm = counts.sum(-1)
     inv_perm = np.empty_like(perm)
     inv_perm[perm] = np.arange(perm.size)
     g_inv = inv_perm[g_inv]
     fold_counts = np.zeros((n_folds, len(y_cnt)))
     fold_of = np.empty(len(g_cnt), dtype=int)
     eye = np.eye(n_folds)[:, :, None]                   # candidate f adds the group to fold f
-    sizes = [0.0] * n_folds
     for gi in np.argsort(-np.std(counts, axis=1), kind="stable"):
         cand = (fold_counts + eye * counts[gi]) / y_cnt                 # [candidate, fold, class]
         evals = np.std(cand, axis=1).mean(-1).tolist()
+        sizes = fold_counts.sum(-1).tolist()
         best, best_eval, best_size = 0, evals[0], sizes[0]
         for f in range(1, n_folds):   # scikit-learn's rule: the lowest score, near-ties (np.isclose) to the smaller fold
             e = evals[f]
             if e < best_eval or (abs(e - best_eval) <= 1e-8 + 1e-5 * abs(best_eval) and sizes[f] < best_size):
                 best, best_eval, best_size = f, e, sizes[f]
         fold_counts[best] += counts[gi]
-        sizes[best] += float(g_cnt_perm[gi])
         fold_of[gi] = best
     out = []
     for f in range(n_folds):
@@ -309,6 +307,7 @@ def random_direction_accuracy(X, y, folds, seed: int = 0) -> float:
 # tighter than scikit-learn's default (1e-4, what the `fast=False` reference uses), so the fast path lands
 # closer to the exact optimum than the reference does (scripts/bench_probes.py measures both distances).
 FAST_TOL = 1e-5
+
 
 def cross_validate_logistic(acts: dict, label_sets: np.ndarray, folds, n_classes: int, C: float = 1.0,
                             fast: bool = True, device=None, progress: bool = False) -> dict:

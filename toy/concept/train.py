@@ -221,8 +221,7 @@ class _Seed:
         self.per_epoch = -(-cfg.n_train // cfg.batch_size) if cfg.finite_data else None
         self.train_set = None
         if cfg.finite_data:
-            self.train_set = PromptSampler(cfg, dic, id_tasks(cfg), cfg.L_train)(
-                cfg.n_train, torch_stream(cfg.seed, "train_set"))
+            self.train_set = self.train_sampler(cfg.n_train, torch_stream(cfg.seed, "train_set"))
         self.history: dict[str, list] = defaultdict(list)
 
     def next_batch(self, out_of) -> Prompts:
