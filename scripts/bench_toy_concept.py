@@ -13,7 +13,8 @@ pattern). Median of --repeats timings of --iters calls each; prints the table an
                                                    # + the acceptance run vs `probekit toy train` (3000 steps)
 
 With --seeds: wall and CPU seconds, in this process, of one single-seed `train` of the first seed against
-`train_seeds` of all of them (the stacked model), the ratios, and for every seed the largest relative
+`train_seeds` of all of them (each seed on its own thread; `--seed-threads 1`: one stacked model), the
+ratios, the floor of the ratio on this machine (see bench_seeds), and for every seed the largest relative
 difference between its metrics (final and history) and its own single-seed run (must be <= 1e-6), and
 whether its weights are identical. With --processes DIR: the same comparison as a user runs it,
 `scripts/toy_concept_seeds.py` against one `probekit toy train`, as fresh processes.
@@ -66,32 +67,49 @@ def _clock():
     return time.perf_counter(), time.process_time(), ch.ru_utime + ch.ru_stime
 
 
-def bench_seeds(cfg: ConceptConfig, seeds: list[int]) -> dict:
+def bench_seeds(cfg: ConceptConfig, seeds: list[int], threads: int | None = None) -> dict:
     """One single-seed `train` (the first seed) against `train_seeds` of all seeds, in this process:
     wall and CPU seconds and their ratios; then every seed's metrics (final and history) and weights
-    against its own single-seed run."""
+    against its own single-seed run. Also the single seed on one torch thread, which gives this machine's
+    floor for the ratio: no run of S seeds on C cores takes less than S x (one seed on one thread) / C
+    unless the seeds share work, so the ratio cannot go below S x t(1 thread) / (C x t(default threads))."""
+    import os
+
     from toy.concept.train import train, train_seeds
 
     train(apply_overrides(cfg, {"steps": 2, "seed": seeds[0]}), progress=False)       # warm-up (imports)
     w, c, _ = _clock()
     singles = {seeds[0]: train(apply_overrides(cfg, {"seed": seeds[0]}), progress=False)}
     w1, c1 = time.perf_counter() - w, time.process_time() - c
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    w = time.perf_counter()
+    train(apply_overrides(cfg, {"seed": seeds[0]}), progress=False)
+    w1_1 = time.perf_counter() - w
+    torch.set_num_threads(prev)
     w, c, _ = _clock()
-    runs = train_seeds(cfg, seeds, progress=False)
+    runs = train_seeds(cfg, seeds, progress=False, threads=threads)
     wn, cn = time.perf_counter() - w, time.process_time() - c
     per_seed = {}
     for s, r in zip(seeds, runs):
         ref = singles.get(s) or train(apply_overrides(cfg, {"seed": s}), progress=False)
         same_w = all(torch.equal(v, r.model.state_dict()[k]) for k, v in ref.model.state_dict().items())
         per_seed[s] = {"max_rel_metric_diff": max_relative_difference(ref.metrics, r.metrics), "weights_equal": same_w}
-    out = {"seeds": seeds, "steps": cfg.total_steps, "torch_threads": torch.get_num_threads(),
-           "single_seed_wall_s": w1, "single_seed_cpu_s": c1, "together_wall_s": wn, "together_cpu_s": cn,
-           "ratio_wall": wn / w1, "ratio_cpu": cn / c1, "per_seed": per_seed,
-           "max_rel_metric_diff": max(v["max_rel_metric_diff"] for v in per_seed.values())}
-    print(f"seeds trained together ({cfg.total_steps} steps, {torch.get_num_threads()} torch threads, one process):")
-    print(f"  train (seed {seeds[0]}):          wall {w1:7.1f} s   CPU {c1:7.1f} s")
-    print(f"  train_seeds ({len(seeds)} seeds):     wall {wn:7.1f} s   CPU {cn:7.1f} s")
-    print(f"  ratio {len(seeds)} seeds / one seed: wall {wn / w1:.2f}x   CPU {cn / c1:.2f}x")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    floor = len(seeds) * w1_1 / min(cores, len(seeds)) / w1
+    out = {"seeds": seeds, "steps": cfg.total_steps, "torch_threads": prev, "cores": cores,
+           "seed_threads": "auto" if threads is None else threads,
+           "single_seed_wall_s": w1, "single_seed_cpu_s": c1, "single_seed_one_thread_wall_s": w1_1,
+           "together_wall_s": wn, "together_cpu_s": cn,
+           "ratio_wall": wn / w1, "ratio_cpu": cn / c1, "ratio_floor_without_shared_work": floor,
+           "per_seed": per_seed, "max_rel_metric_diff": max(v["max_rel_metric_diff"] for v in per_seed.values())}
+    print(f"seeds trained together ({cfg.total_steps} steps, {prev} torch threads, {cores} cores, one process, "
+          f"train_seeds threads={out['seed_threads']}):")
+    print(f"  train (seed {seeds[0]}):              wall {w1:7.1f} s   CPU {c1:7.1f} s")
+    print(f"  train (seed {seeds[0]}), 1 torch thread: wall {w1_1:7.1f} s")
+    print(f"  train_seeds ({len(seeds)} seeds):         wall {wn:7.1f} s   CPU {cn:7.1f} s")
+    print(f"  ratio {len(seeds)} seeds / one seed: wall {wn / w1:.2f}x   CPU {cn / c1:.2f}x   (floor here without "
+          f"shared work: {len(seeds)} x {w1_1:.1f} s / {min(cores, len(seeds))} cores / {w1:.1f} s = {floor:.2f}x)")
     for s, v in per_seed.items():
         print(f"  seed {s}: max relative difference of its metrics (final + history) vs its single-seed run "
               f"{v['max_rel_metric_diff']:.1e}; weights {'identical' if v['weights_equal'] else 'DIFFER'}")
@@ -185,13 +203,16 @@ def main(argv=None) -> int:
     ap.add_argument("--processes", metavar="DIR", default=None,
                     help="with --seeds: also time scripts/toy_concept_seeds.py against one `probekit toy train` "
                          "as separate processes writing under DIR (the acceptance figure)")
+    ap.add_argument("--seed-threads", type=int, default=None,
+                    help="train_seeds(threads=N): seeds trained at once, each on its own thread; 1 = one stacked "
+                         "model (default: every seed at once on a machine with 2+ cores)")
     ap.add_argument("--no-hooks", action="store_true", help="skip the hook-point timings")
     args = ap.parse_args(argv)
     cfg = apply_overrides(ConceptConfig(), args.overrides).validate()
     res = {} if args.no_hooks else bench_hooks(cfg, args)
     if args.seeds:
         seeds = [int(s) for s in args.seeds.split(",")]
-        res["seeds"] = bench_seeds(cfg, seeds)
+        res["seeds"] = bench_seeds(cfg, seeds, args.seed_threads)
         if args.processes:
             res["processes"] = bench_processes(args.overrides, seeds, args.processes)
     if args.out:

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Acceptance of the concept-ICL toy (spec 4.4) over several seeds at the spec's defaults.
 
-Trains one run per seed together (`probekit toy train --setting concept --seeds ...`: the seeds' models
-stacked into one batched model, each run identical to a single-seed `probekit toy train` with `seed=S`),
+Trains one run per seed together (`probekit toy train --setting concept --seeds ...`: every seed on its
+own thread in one process, `--threads 1`: the seeds' models stacked into one batched model; each run
+identical to a single-seed `probekit toy train` with `seed=S`),
 prints a per-seed table of the acceptance quantities and their mean, and writes `summary.json` +
 `summary.png` under --out. Wall time of the whole sweep is printed and recorded (the issue's performance
 figure); the `seconds` column is that time divided by the number of seeds.
@@ -47,11 +48,16 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/concept_seeds", help="directory for the runs and the summary")
     ap.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="seeds trained at once, each on its own thread (default: all of them on 2+ cores); "
+                         "1: one stacked model in one thread")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         base = apply_overrides(ConceptConfig(), args.overrides).validate()
+        if args.threads is not None and args.threads < 1:
+            raise ConfigError(f"--threads must be a positive integer (seeds trained at once), got {args.threads}")
     except (ValueError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -59,7 +65,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     rows, per_seed, t_all, c_all = [], {}, time.perf_counter(), time.process_time()
-    runs = train_seeds(base, seeds, out_dir=out, progress=not args.no_progress, overwrite=True)
+    runs = train_seeds(base, seeds, out_dir=out, progress=not args.no_progress, overwrite=True, threads=args.threads)
     secs = (time.perf_counter() - t_all) / len(seeds)
     for seed, run in zip(seeds, runs):
         final = run.metrics["final"]

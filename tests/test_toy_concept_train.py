@@ -181,6 +181,51 @@ def test_seeds_trained_together_equal_single_seed_runs(tmp_path, capsys, extra):
     assert main(["toy", "train", "--setting", "concept", "--seeds", "0,2", "--out", str(out)] + args) == 2   # exists
 
 
+@pytest.mark.parametrize("threads", [1, 3])
+def test_train_seeds_stacked_or_threaded_equals_single_seed_runs(threads):
+    """`train_seeds` gives every seed exactly its single-seed run, whether the seeds are stacked into one
+    model in this thread (threads=1) or train on their own threads; the caller's torch thread count is
+    restored."""
+    from toy.concept.train import train, train_seeds
+
+    small = dict(steps=30, n_test=128, n_test_log=64, n_bayes=1000, n_noise_probe=8)
+    before = torch.get_num_threads()
+    runs = train_seeds(small_concept_config(**small), [3, 0, 5], progress=False, threads=threads)
+    assert torch.get_num_threads() == before
+    assert [r.config.seed for r in runs] == [3, 0, 5]
+    for r in runs:
+        alone = train(small_concept_config(**dict(small, seed=r.config.seed)), progress=False)
+        for k, v in alone.model.state_dict().items():
+            assert torch.equal(v, r.model.state_dict()[k]), (r.config.seed, k)
+        assert max_relative_difference(alone.metrics, r.metrics) == 0.0
+
+
+def test_train_seeds_refuses_bad_threads_and_stops_every_seed_when_one_fails(tmp_path, monkeypatch):
+    import importlib
+
+    from toy.config import ConfigError
+    T = importlib.import_module("toy.concept.train")
+
+    cfg = small_concept_config(steps=400, n_test=64, n_test_log=32, n_bayes=500, n_noise_probe=8)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="threads must be a positive integer"):
+            T.train_seeds(cfg, [0, 1], out_dir=tmp_path / "bad", progress=False, threads=bad)
+    assert not (tmp_path / "bad").exists()          # refused before any work or output
+    real, steps = T._Seed.next_batch, {}
+
+    def next_batch(self, out_of):
+        steps[self.cfg.seed] = steps.get(self.cfg.seed, 0) + 1
+        if self.cfg.seed == 1 and steps[1] == 5:
+            raise RuntimeError("seed 1 broke")
+        return real(self, out_of)
+
+    monkeypatch.setattr(T._Seed, "next_batch", next_batch)
+    with pytest.raises(RuntimeError, match="seed 1 broke"):
+        T.train_seeds(cfg, [0, 1], out_dir=tmp_path / "runs", progress=False, threads=2)
+    assert steps[0] < cfg.total_steps                # the other seed stopped too
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 @pytest.mark.parametrize("extra", [{}, {"train_V": True, "include_self": True}, {"merge_qk": True}])
 def test_stacked_forward_is_the_models_forward_bit_for_bit(extra):
     """Training (one seed or several) runs the seeds' stacked weights through `_Stacked.forward`: it must

@@ -155,7 +155,8 @@ _SETTING_MODULES = {
 def train_seeds(setting: "Setting", cfg: Any, seeds: Any, out_dir: str | Path | None = None, progress: bool = True,
                 overwrite: bool = False) -> list[ToyRun]:
     """One run per seed (cfg with ``seed`` replaced), written to ``out_dir/seedS``: the setting's own
-    batched trainer where it has one (concept: the seeds' models stacked into one), else seed after seed."""
+    own trainer of several seeds where it has one (concept: the seeds on parallel threads, or stacked into one
+    model), else seed after seed."""
     from .config import apply_overrides
 
     seeds = [int(s) for s in seeds]

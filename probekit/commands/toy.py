@@ -31,7 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory to write (required unless --help-config)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run at --out")
     t.add_argument("--seeds", default=None, metavar="S,S,...",
-                   help="train these seeds together (one batched model where the setting has one); "
+                   help="train these seeds together in one process (concept: each seed on its own thread); "
                         "seed S is written to OUT/seedS")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--help-config", action="store_true", help="list the setting's knobs with defaults and exit")

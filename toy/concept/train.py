@@ -6,7 +6,9 @@ Random streams (toy.runio.torch_stream(seed, purpose)): "dictionary", "init", "t
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -133,12 +135,17 @@ def train(cfg: ConceptConfig, out_dir=None, progress: bool = True, overwrite: bo
     return run
 
 
-def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, overwrite: bool = False) -> list[ToyRun]:
-    """Train one run per seed of `seeds` (cfg with ``seed`` replaced) TOGETHER: the seeds' models are
-    stacked into one batched model, so every step is one forward / backward for all seeds, and the
-    training log evaluates all seeds in one forward, while each seed keeps its own dictionary, data,
-    initialisation and random streams, drawn in the same order as :func:`train` draws them. Each run
-    equals ``train(cfg with that seed)`` (same weights and metrics): :func:`train` is this loop with one seed.
+def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, overwrite: bool = False,
+                threads: int | None = None) -> list[ToyRun]:
+    """Train one run per seed of `seeds` (cfg with ``seed`` replaced) TOGETHER, in this process. Each seed
+    keeps its own dictionary, data, initialisation and random streams, drawn in the same order as
+    :func:`train` draws them, so each run equals ``train(cfg with that seed)`` (same weights and metrics).
+
+    ``threads``: how many seeds train at the same time, each on its own thread with one torch thread
+    (torch releases the GIL inside its kernels, so the seeds run on separate cores); default: every seed
+    at once when this process may use two or more cores. ``threads=1``: the seeds' theory models stacked
+    into one batched model in the calling thread (one forward / backward a step for all seeds). The torch
+    thread count is set to 1 while the seed threads run, and restored after.
     With `out_dir`, seed S is written to ``out_dir/seedS`` (each run directory atomically).
     The conventional architecture is trained seed after seed."""
     import contextlib
@@ -151,12 +158,16 @@ def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, 
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ConfigError(f"seeds must be distinct non-negative integers; got {seeds}")
     cfgs = [apply_overrides(cfg, {"seed": s}).validate() for s in seeds]
+    n_threads = _seed_threads(threads, len(cfgs))
     writers = ([RunWriter(Path(out_dir) / f"seed{s}", overwrite=overwrite) for s in seeds]
                if out_dir is not None else None)                            # every target refused early
     with contextlib.ExitStack() as stack:
         for w in writers or []:
             stack.enter_context(w)
-        runs = _fit(cfgs, progress) if cfg.arch == "theory" else [_fit([c], progress)[0] for c in cfgs]
+        if cfg.arch != "theory":
+            runs = [_fit([c], progress)[0] for c in cfgs]
+        else:
+            runs = _fit_together(cfgs, progress, n_threads)
         for i, run in enumerate(runs):
             if writers is not None:
                 save_run(run, writers[i].path)
@@ -165,6 +176,51 @@ def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, 
         for run, w in zip(runs, writers):
             run.path = w.target
     return runs
+
+
+def _seed_threads(threads: int | None, n_seeds: int) -> int:
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return n_seeds if cores >= 2 else 1
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"threads must be a positive integer (seeds trained at the same time), got {threads!r}")
+    return min(threads, n_seeds)
+
+
+def _fit_together(cfgs: list, progress: bool, threads: int) -> list[ToyRun]:
+    """The seeds of `cfgs` trained together: stacked in this thread (threads=1), or each seed its own
+    `_fit` on a pool of `threads` threads with one torch thread each, all feeding one progress bar."""
+    if threads == 1:
+        return _fit(cfgs, progress)
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    T = cfgs[0].total_steps
+    bar = tqdm(total=T * len(cfgs), desc=f"concept seeds {[c.seed for c in cfgs]} (seed-steps)",
+               disable=not progress, leave=False)
+    stop = threading.Event()
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def one(c):
+        torch.set_num_threads(1)     # this thread's own OpenMP / MKL setting
+        return _fit([c], False, bar=bar, stop=stop)[0]
+
+    try:
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="concept-seed") as pool:
+            futures = [pool.submit(one, c) for c in cfgs]
+            try:
+                wait(futures, return_when=FIRST_EXCEPTION)
+            except BaseException:       # Ctrl-C: every seed stops at its next step
+                stop.set()
+                raise
+            failed = [f.exception() for f in futures if f.done() and f.exception() is not None]
+            if failed:                  # a seed failed: the others stop at their next step
+                stop.set()
+                raise failed[0]
+            return [f.result() for f in futures]
+    finally:
+        torch.set_num_threads(prev)
+        bar.close()
 
 
 def estimate_seconds(cfg: ConceptConfig, n_steps: int = 6) -> float:
@@ -378,8 +434,14 @@ def _log_eval(net, seeds: list) -> list[dict]:
     return out
 
 
-def _fit(cfgs: list, progress: bool, ckpt: Path | None = None) -> list[ToyRun]:
-    """Train the seeds of `cfgs` (same config but the seed) together; `ckpt` (one seed): checkpoint / resume."""
+class _Stopped(Exception):
+    """Another seed of a threaded :func:`train_seeds` failed or was interrupted."""
+
+
+def _fit(cfgs: list, progress: bool, ckpt: Path | None = None, bar=None, stop=None) -> list[ToyRun]:
+    """Train the seeds of `cfgs` (same config but the seed) together; `ckpt` (one seed): checkpoint / resume.
+    `bar`: a shared progress bar to advance by one a seed-step (instead of an own one); `stop`: an
+    Event that ends the training at the next step when set."""
     cfg0, S = cfgs[0], len(cfgs)
     stacked = cfg0.arch == "theory"
     seeds = [_Seed(c) for c in cfgs]
@@ -429,7 +491,9 @@ def _fit(cfgs: list, progress: bool, ckpt: Path | None = None) -> list[ToyRun]:
             net.train()
 
     desc = f"concept seed {cfg0.seed}" if S == 1 else f"concept seeds {[c.seed for c in cfgs]}"
-    bar = tqdm(total=T, desc=desc, disable=not progress, leave=False, initial=step0)
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(total=T, desc=desc, disable=not progress, leave=False, initial=step0)
     buffers: dict = {}
     if not stacked:
         net.train()
@@ -442,6 +506,8 @@ def _fit(cfgs: list, progress: bool, ckpt: Path | None = None) -> list[ToyRun]:
         log(0, 1)
     last_save = time.monotonic()
     for step in range(step0 + 1, T + 1):
+        if stop is not None and stop.is_set():
+            raise _Stopped()
         inputs, batches = _next_inputs(seeds, buffers)
         f, row = _forward_train(net, inputs)
         y = torch.stack([b.target for b in batches])
@@ -459,14 +525,16 @@ def _fit(cfgs: list, progress: bool, ckpt: Path | None = None) -> list[ToyRun]:
             log(step, n_acc)
             n_acc = 0
             h = sd0.history
-            bar.set_postfix(loss=f"{h['test_loss'][-1]:.3f}", err=f"{h['test_error'][-1]:.3f}",
-                            attn=f"{h['test_correct_attention'][-1]:.3f}")
-        bar.update(1)
+            if own_bar:
+                bar.set_postfix(loss=f"{h['test_loss'][-1]:.3f}", err=f"{h['test_error'][-1]:.3f}",
+                                attn=f"{h['test_correct_attention'][-1]:.3f}")
+        bar.update(1 if own_bar else S)
         if ckpt is not None and step < T and time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
             _save_checkpoint(ckpt, cfg0, step, sd0.model, opt, sd0.g, sd0.history,
                              dict(zip(_ACC, acc[0].tolist())), n_acc, sd0.data_state)
             last_save = time.monotonic()
-    bar.close()
+    if own_bar:
+        bar.close()
     if stacked:
         net.release()
     return [sd.finish() for sd in seeds]
