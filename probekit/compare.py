@@ -35,8 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .hypotheses import (ALPHA, FAIL, H2_MAX_MEAN_ABS_COS, H4_MAX_INTERACTION_GAIN, H5_MIN_DEMO_MASS,  # noqa: F401
-                         HYPOTHESES, HYPOTHESIS_BY_ID, INCONCLUSIVE, NOT_MEASURED, PASS, Hypothesis,
-                         judge_side, verdict)
+                         HYPOTHESES, HYPOTHESIS_BY_ID, PASS, judge_side)
 from .hypotheses import finite as _finite, fmt as _fmt  # noqa: F401
 from .options import COMPARE as _COMPARE
 from .words import load_words  # noqa: F401  (the comparison's word data; re-exported)

@@ -28,13 +28,16 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from .errors import ActivationError, DataError
 from .probes import PROBE_NAMES, check_probe_names, make_probe, standardizer
 from .stats import labelled_mask
+
+if TYPE_CHECKING:
+    from .display import SweepResult
 
 ROW_KEYS = ("layer", "hook", "probe", "accuracy", "accuracy_std", "auroc", "auroc_std", "control_accuracy",
             "control_accuracy_std", "selectivity", "shuffle_accuracy", "random_direction_accuracy",

@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from .errors import HookError
 

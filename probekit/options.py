@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Sequence
 

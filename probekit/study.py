@@ -60,7 +60,8 @@ def _icl_prompts(opts: dict[str, Any], progress: bool):
     """(words, axes, skipped, prompts, prompt_axis) from the ICL-prompt options of a study."""
     import numpy as np
 
-    from .compare import load_words, model_axes
+    from .compare import model_axes
+    from .words import load_words
     from .icl import build_icl_prompts
 
     words = load_words(opts["words"])

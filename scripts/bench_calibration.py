@@ -17,7 +17,6 @@ interval, printed beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile

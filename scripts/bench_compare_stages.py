@@ -13,7 +13,6 @@ process, so machine load cancels). Writes OUT/bench_stages.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -32,7 +31,6 @@ def main(argv=None) -> int:
     ap.add_argument("--no-controls", action="store_true")
     args = ap.parse_args(argv)
 
-    import numpy as np
     import torch
     from transformers import GPT2Config
 

@@ -106,7 +106,8 @@ def main() -> None:
                "two_gloo_processes": {"wall_s": wall2, "extract_s": e2, "prompts_per_s": args.n / e2},
                "speedup_extract_vs_1_thread": e0 / e2, f"speedup_extract_vs_{args.threads}_threads": e1 / e2,
                "speedup_wall_vs_1_thread": wall0 / wall2,
-               "identical_to_1_thread_process": same1, "max_rel_diff_vs_threaded": rel}
+               "identical_to_1_thread_process": same1, "identical_to_threaded_process": same,
+               "max_rel_diff_vs_threaded": rel}
         print(json.dumps(res, indent=2))
 
 

@@ -9,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from probekit.compare import FAIL, HYPOTHESES, INCONCLUSIVE, NOT_MEASURED, PASS, build_comparison, cosine_structure
+from probekit.compare import build_comparison, cosine_structure
+from probekit.hypotheses import FAIL, HYPOTHESES, INCONCLUSIVE, NOT_MEASURED, PASS
 from probekit.report import write_report
 
 

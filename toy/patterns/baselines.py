@@ -14,9 +14,9 @@ import sklearn
 import torch
 from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
-from ..runio import stream_seed
+from ..runio import stream_seed, torch_threads
 from .data import in_domain_bank, sample_prompts, task_split
-from .metrics import forward_parts, torch_threads
+from .metrics import forward_parts
 
 
 def baseline_learners() -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..runio import torch_threads  # noqa: F401  (re-exported: ood, train, baselines use it)
 from .data import Prompts
 
 

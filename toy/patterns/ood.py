@@ -11,9 +11,9 @@ import numpy as np
 import torch
 from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhere
 
-from ..runio import atomic_output, atomic_write_json, has_file, stream_seed
+from ..runio import atomic_output, atomic_write_json, has_file, stream_seed, torch_threads
 from .data import ood_bank, ood_tasks, sample_prompts
-from .metrics import check, evaluate, torch_threads
+from .metrics import check, evaluate
 
 
 def _gen(seed: int, purpose: str) -> torch.Generator:

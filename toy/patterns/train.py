@@ -12,10 +12,10 @@ from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhe
 from ..api import ToyRun
 from ..config import ConfigError
 from ..runio import (RunWriter, atomic_write_json, load_state, read_run_config, read_run_metrics, save_tensors,
-                     stream_seed)
+                     stream_seed, torch_threads)
 from .config import PatternsConfig
 from .data import in_domain_bank, sample_prompts, task_split
-from .metrics import check, evaluate, pruning_curves, torch_threads
+from .metrics import check, evaluate, pruning_curves
 from .model import PatternTransformer
 from .ood import s1_check
 
