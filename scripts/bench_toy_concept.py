@@ -73,9 +73,8 @@ def bench_seeds(cfg: ConceptConfig, seeds: list[int], threads: int | None = None
     against its own single-seed run. Also the single seed on one torch thread, which gives this machine's
     floor for the ratio: no run of S seeds on C cores takes less than S x (one seed on one thread) / C
     unless the seeds share work, so the ratio cannot go below S x t(1 thread) / (C x t(default threads))."""
-    import os
-
     from toy.concept.train import train, train_seeds
+    from toy.runio import usable_cores
 
     train(apply_overrides(cfg, {"steps": 2, "seed": seeds[0]}), progress=False)       # warm-up (imports)
     w, c, _ = _clock()
@@ -95,7 +94,7 @@ def bench_seeds(cfg: ConceptConfig, seeds: list[int], threads: int | None = None
         ref = singles.get(s) or train(apply_overrides(cfg, {"seed": s}), progress=False)
         same_w = all(torch.equal(v, r.model.state_dict()[k]) for k, v in ref.model.state_dict().items())
         per_seed[s] = {"max_rel_metric_diff": max_relative_difference(ref.metrics, r.metrics), "weights_equal": same_w}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     floor = len(seeds) * w1_1 / min(cores, len(seeds)) / w1
     out = {"seeds": seeds, "steps": cfg.total_steps, "torch_threads": prev, "cores": cores,
            "seed_threads": "auto" if threads is None else threads,

@@ -24,8 +24,9 @@ def pytest_configure(config):
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (pyproject's addopts): one worker per core, at most 8 (each worker imports torch and
     TransformerLens once, so more workers stop paying off)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, 8))
+    from toy.runio import usable_cores
+
+    return max(1, min(usable_cores(), 8))
 
 
 @pytest.fixture(scope="session")

@@ -711,6 +711,11 @@ def read_run_config(run_dir: str | os.PathLike, setting: str, config_cls):
     return manifest, cfg
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int):
     """Run a block with n torch threads and restore the previous count afterwards (toy matrices are

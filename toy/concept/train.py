@@ -6,7 +6,6 @@ Random streams (toy.runio.torch_stream(seed, purpose)): "dictionary", "init", "t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
 import time
@@ -20,7 +19,8 @@ from toy.progress import tqdm  # a bar on a terminal, one line per stage elsewhe
 from toy.api import ToyRun
 from toy.config import ConfigError
 from toy.runio import (RunError, RunWriter, atomic_write_json, load_run_tensors, load_state, load_tensors,
-                       read_run_config, read_run_metrics, save_tensors, torch_stream)
+                       read_run_config, read_run_metrics, save_tensors, torch_stream, torch_threads,
+                       usable_cores)
 
 from . import metrics as M
 from .config import ConceptConfig
@@ -180,8 +180,7 @@ def train_seeds(cfg: ConceptConfig, seeds, out_dir=None, progress: bool = True, 
 
 def _seed_threads(threads: int | None, n_seeds: int) -> int:
     if threads is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return n_seeds if cores >= 2 else 1
+        return n_seeds if usable_cores() >= 2 else 1
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"threads must be a positive integer (seeds trained at the same time), got {threads!r}")
     return min(threads, n_seeds)
@@ -198,15 +197,13 @@ def _fit_together(cfgs: list, progress: bool, threads: int) -> list[ToyRun]:
     bar = tqdm(total=T * len(cfgs), desc=f"concept seeds {[c.seed for c in cfgs]} (seed-steps)",
                disable=not progress, leave=False)
     stop = threading.Event()
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
 
     def one(c):
         torch.set_num_threads(1)     # this thread's own OpenMP / MKL setting
         return _fit([c], False, bar=bar, stop=stop)[0]
 
     try:
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="concept-seed") as pool:
+        with torch_threads(1), ThreadPoolExecutor(max_workers=threads, thread_name_prefix="concept-seed") as pool:
             futures = [pool.submit(one, c) for c in cfgs]
             try:
                 wait(futures, return_when=FIRST_EXCEPTION)
@@ -219,7 +216,6 @@ def _fit_together(cfgs: list, progress: bool, threads: int) -> list[ToyRun]:
                 raise failed[0]
             return [f.result() for f in futures]
     finally:
-        torch.set_num_threads(prev)
         bar.close()
 
 
