@@ -39,6 +39,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .errors import ActivationError, DataError
 from .options import PROBE_ALIASES, PROBE_NAMES  # the one definition of the probe names
+from .probe_format import check_identity, probe_name, save_probe  # noqa: F401  (probe_name re-exported)
 from .stats import ClassStats, ClassStatsFitter, oas_shrinkage, shrink
 
 
@@ -90,8 +91,6 @@ class _LinearProbe(ClassifierMixin, BaseEstimator):
     # --- artifacts: a saved / loaded probe knows where its inputs come from
     def save(self, path, acts=None, **kwargs):
         """`save_probe(self, path, acts, **kwargs)`: identity, hook, position and data hash from `acts`."""
-        from .artifacts import save_probe
-
         return save_probe(self, path, acts, **kwargs)
 
     @property
@@ -108,8 +107,6 @@ class _LinearProbe(ClassifierMixin, BaseEstimator):
         """Activations -> the array at the probe's hook, after checking they come from its model."""
         meta = getattr(self, "metadata_", None) or {}
         if meta.get("model") and acts.meta.get("model"):
-            from .artifacts import check_identity
-
             check_identity(meta, acts.meta["model"], path="this probe")
         if meta.get("hook"):
             return acts[meta.get("hook_canonical") if meta["hook"] not in acts.acts and meta.get("hook_canonical")
@@ -194,6 +191,8 @@ class MassMeanProbe(_GaussianProbe):
     """Difference-of-class-means probe. Direction (binary) = unit(mu_1 - mu_0); multi-class row c =
     unit(mu_c - mean of class means). No hyper-parameters."""
 
+    NAME = "mass-mean"     # its artifact / CLI name (probekit.probe_format.probe_name)
+
     def _fit_from(self, stats: ClassStats, X=None, y=None):
         centred = stats.means - stats.means.mean(0)
         u = _unit(centred)
@@ -207,6 +206,8 @@ class MassMeanProbe(_GaussianProbe):
 class LDAProbe(_GaussianProbe):
     """Whitened (LDA) probe: direction = unit(S^-1 (mu_1 - mu_0)), S = shrunk pooled within-class
     covariance. `shrinkage`: "oas" (default), "ledoit-wolf" (fit only), a float in [0, 1], or None."""
+
+    NAME = "lda"     # its artifact / CLI name (probekit.probe_format.probe_name)
 
     def __init__(self, shrinkage="oas"):
         self.shrinkage = shrinkage
@@ -249,6 +250,8 @@ class LogisticProbe(_LinearProbe):
     solver: "lbfgs" (sklearn.linear_model.LogisticRegression) or "torch" (the batched L-BFGS
     solver in probekit.fast_logistic, the one layer sweeps use).
     """
+
+    NAME = "logistic"     # its artifact / CLI name (probekit.probe_format.probe_name)
 
     def __init__(self, C=1.0, standardize=True, solver="lbfgs", max_iter=1000, tol=1e-6):
         self.C = C
@@ -315,10 +318,6 @@ def make_probe(name: str, **params):
     from .options import did_you_mean
 
     raise DataError(f"unknown probe {name!r}; valid probes: {', '.join(PROBE_NAMES)}.{did_you_mean(key, PROBE_NAMES)}")
-
-
-def probe_name(probe) -> str:
-    return {"LogisticProbe": "logistic", "MassMeanProbe": "mass-mean", "LDAProbe": "lda"}[type(probe).__name__]
 
 
 def check_probe_names(names) -> list[str]:

@@ -110,3 +110,21 @@ def test_dataset_hash_is_stable_and_sensitive():
     assert a == dataset_hash(np.arange(5), "template", {"k": 1})
     assert a != dataset_hash(np.arange(6), "template", {"k": 1})
     assert len(a) == 16
+
+
+def test_only_the_three_probe_classes_are_saved_under_their_names(tmp_path):
+    """The artifact name comes from the class's own NAME; a subclass (which would load back as its parent)
+    and a foreign estimator are refused."""
+    from probekit.probe_format import probe_name
+    from probekit.probes import check_probe_names
+
+    X, y = _data()
+    assert [probe_name(p) for p in (LogisticProbe(), MassMeanProbe(), LDAProbe())] == ["logistic", "mass-mean", "lda"]
+    assert check_probe_names("lda,logistic,mass_mean") == ["lda", "logistic", "mass-mean"]
+
+    class Mine(LogisticProbe):
+        pass
+
+    with pytest.raises(DataError, match="supports LogisticProbe, MassMeanProbe and LDAProbe; got Mine"):
+        _save(Mine().fit(X, y), tmp_path / "mine")
+    assert not (tmp_path / "mine").exists()
