@@ -734,6 +734,13 @@ def _own_comparison_dir(p: Path) -> bool:
     return (Path(p) / "comparison.json").is_file() or names <= {"toy"}
 
 
+def comparison_kwargs(opts: dict) -> dict:
+    """The run_comparison keywords from the COMPARE options (shared by compare, demo and the TOML study)."""
+    kw = {k: v for k, v in opts.items() if k not in ("toy", "out", "no_progress")}
+    kw["axes"] = kw.get("axes") or None
+    return kw
+
+
 def run_comparison(toy_run: Any = None, model: Any = _COMPARE["model"].default, out_dir: str | os.PathLike = "runs/compare", *,
                    toy_overrides: Any = (), toy_quick: bool = False, quick: bool = False,
                    compatibility_mode: bool = False, words: str | os.PathLike | None = "",

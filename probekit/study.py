@@ -150,8 +150,7 @@ def _run_attention_heads(cfg: dict[str, dict[str, Any]], out: Path, progress: bo
 def _run_compare(cfg: dict[str, dict[str, Any]], out: Path, progress: bool) -> dict[str, Any]:
     from toy.runio import RunError, has_file, is_complete_run, preflight_output
 
-    from .commands.compare import comparison_kwargs
-    from .compare import run_comparison
+    from .compare import comparison_kwargs, run_comparison
     from .options import call_with_options
 
     if is_complete_run(out):

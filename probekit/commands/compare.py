@@ -20,13 +20,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def comparison_kwargs(opts: dict) -> dict:
-    """The run_comparison keywords from the COMPARE options (shared by compare, demo and the TOML study)."""
-    kw = {k: v for k, v in opts.items() if k not in ("toy", "out", "no_progress")}
-    kw["axes"] = kw.get("axes") or None
-    return kw
-
-
 def check_compare_out(out) -> None:
     """Refuse, before any work, an --out that is a file, a toy run folder, a non-empty folder that holds no
     comparison, busy (another writer holds its lock) or not writable (toy.runio.preflight_output)."""
@@ -41,7 +34,7 @@ def check_compare_out(out) -> None:
 
 
 def run(args) -> int:
-    from ..compare import run_comparison
+    from ..compare import comparison_kwargs, run_comparison
     from ..models import parse_model_spec
     from ..options import COMPARE, call_with_options
     from ..report import verdict_summary

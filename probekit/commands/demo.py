@@ -72,7 +72,7 @@ def run(args) -> int:
     from ..compare import run_comparison
     from ..options import COMPARE, call_with_options
     from ..report import verdict_summary
-    from .compare import comparison_kwargs
+    from ..compare import comparison_kwargs
 
     opts = COMPARE.from_args(args)
     if opts["toy"] and opts["toy_overrides"]:
