@@ -270,3 +270,6 @@ def test_max_relative_difference_sees_every_kind_of_mismatch():
     assert max_relative_difference(a, {"x": [1.0, 2.0], "name": "s", "n": 3}) == float("inf")
     assert max_relative_difference(a, {"x": [1.0, None], "name": "t", "n": 3}) == float("inf")
     assert max_relative_difference({"x": 1.0}, {"x": None}) == float("inf")
+    assert max_relative_difference({"x": [1.0, 2.0]}, {"x": [1.0]}) == float("inf")        # a shorter history
+    assert max_relative_difference({"x": 1.0}, {"x": 1.0, "y": 2.0}) == float("inf")       # another key
+    assert max_relative_difference({"x": {"a": 1}}, {"x": [1]}) == float("inf")

@@ -731,12 +731,16 @@ def torch_threads(n: int):
 def max_relative_difference(a, b) -> float:
     """Largest relative difference between two metrics trees (dicts / lists of numbers, e.g. two runs'
     `metrics`); NaN equals NaN or null (JSON stores NaN as null); any other mismatch (a non-float that
-    differs, a NaN against a number) is infinite."""
+    differs, a NaN against a number, other keys, lists of other lengths) is infinite."""
     import math
 
     if isinstance(a, dict):
+        if not isinstance(b, dict) or set(a) != set(b):
+            return math.inf
         return max([max_relative_difference(a[k], b[k]) for k in a] + [0.0])
     if isinstance(a, (list, tuple)):
+        if not isinstance(b, (list, tuple)) or len(a) != len(b):
+            return math.inf
         return max([max_relative_difference(x, y) for x, y in zip(a, b)] + [0.0])
     if isinstance(a, float):
         if math.isnan(a):
